@@ -1,0 +1,58 @@
+"""Conversions between the uint8 (H, W, 3) images of the data layer and model tensors.
+
+Models see float tensors in [-1, 1], shaped (B, 3, H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def to_tensor(images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) or (B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    arr = np.stack(images) if isinstance(images, list) else images
+    if arr.ndim == 3:
+        arr = arr[None]
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [-1, 1] -> (B, H, W, 3) uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def load_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8; with `resolution`, it must be that square size.
+
+    Raises ValueError with the file name when the file is not a readable image or has the
+    wrong size, so a CLI user sees which input is at fault.
+    """
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image file not found: {path}")
+    try:
+        with PILImage.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"not a readable image: {path} ({e})") from None
+    if resolution is not None and rgb.size != (resolution, resolution):
+        raise ValueError(
+            f"image {path} is {rgb.size[0]}x{rgb.size[1]}; this model takes "
+            f"{resolution}x{resolution} images"
+        )
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def save_image(pixels: np.ndarray, path: str | Path) -> None:
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(pixels).save(path)

@@ -1,0 +1,49 @@
+"""The one data type every task shares: a sample is an ordered list of segments.
+
+Caption, text-to-image, VQA, edit and interleaved data are all just samples; which segments
+are targets decides the task. Recipes turn samples into token sequences (the sequence builder),
+so data readers never know which paradigm will consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An RGB image as a (H, W, 3) uint8 array (the layout PIL and the detector use)."""
+
+    pixels: np.ndarray
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if not isinstance(p, np.ndarray) or p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] != 3:
+            shape = getattr(p, "shape", None)
+            dtype = getattr(p, "dtype", type(p).__name__)
+            raise ValueError(f"Image needs a (H, W, 3) uint8 array, got shape {shape} dtype {dtype}")
+
+
+Segment = Text | Image
+
+
+@dataclass(slots=True)
+class Sample:
+    """segments in order; targets = indices of the segments the model must produce."""
+
+    segments: list[Segment]
+    targets: tuple[int, ...]
+    task: str
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for i in self.targets:
+            if not 0 <= i < len(self.segments):
+                raise ValueError(f"target index {i} outside {len(self.segments)} segments")
