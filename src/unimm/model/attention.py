@@ -1,0 +1,126 @@
+"""Grouped-query self-attention over torch's SDPA, and a preallocated KV cache.
+
+Grouped-query attention (GQA, arXiv 2305.13245): n_kv_heads < n_heads key/value heads, each
+shared by n_heads / n_kv_heads query heads; the cache stores only the kv heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unimm.model.config import ModelConfig
+from unimm.model.layers import RMSNorm, apply_rope
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated as (n_layers, B, n_kv_heads, max_len, hd).
+
+    Usage: a prefill forward writes positions [0, T0), then each step writes the next T tokens
+    (usually one) at `length`; the model advances `length` after all layers wrote. Every row of
+    the batch shares `length` (generation left-pads prompts so that rows stay aligned).
+    `crop(n)` rolls back to n tokens (run a span against a cached context, then forget it) and
+    `select(rows)` keeps a subset or reordering of batch rows.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, n_kv_heads, T, hd) at `length`; return all keys/values so far."""
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KVCache overflow: {end} tokens > max_len {self.max_len}")
+        if k.shape[0] != self.batch_size:
+            raise ValueError(f"KVCache holds {self.batch_size} rows, got a batch of {k.shape[0]}")
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, Hkv, end, hd)
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def crop(self, length: int) -> None:
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot crop a KVCache of length {self.length} to {length}")
+        self.length = length
+
+    def select(self, rows: Tensor | list[int]) -> None:
+        """Keep only these batch rows (in this order), e.g. to drop finished sequences."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.k.device)
+        self.k = self.k.index_select(1, idx)
+        self.v = self.v.index_select(1, idx)
+
+
+class Attention(nn.Module):
+    """Causal-or-masked self-attention with a fused q/k/v projection and optional QK-norm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.split = (q_dim, kv_dim, kv_dim)
+        # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike.
+        self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=False)
+        self.wo = nn.Linear(q_dim, config.dim, bias=False)
+        if config.qk_norm:
+            # QK-norm keeps attention logits bounded (Chameleon, arXiv 2405.09818, section 2.3).
+            self.q_norm: nn.Module = RMSNorm(self.head_dim, eps=config.norm_eps)
+            self.k_norm: nn.Module = RMSNorm(self.head_dim, eps=config.norm_eps)
+        else:
+            self.q_norm = self.k_norm = nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        *,
+        mask: Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+        layer: int,
+    ) -> Tensor:
+        B, T, _ = x.shape  # (B, T, D)
+        q, k, v = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        q = apply_rope(self.q_norm(q), cos, sin)
+        k = apply_rope(self.k_norm(k), cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k.to(cache.k.dtype), v.to(cache.v.dtype))
+            k, v = k.to(q.dtype), v.to(q.dtype)  # (B, Hkv, S, hd)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=is_causal,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,116 @@
+"""The backbone's configuration and its named presets.
+
+Presets are plain functions in a dict (DiT / torchtitan habit); variants come from keyword
+overrides or `dataclasses.replace`, e.g. `MODEL_PRESETS["small"](vocab_size=4096)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+def _swiglu_hidden(dim: int, multiple_of: int = 64) -> int:
+    # SwiGLU has three matrices instead of two, so 8/3 * dim keeps the MLP's parameter count equal
+    # to a 4 * dim GELU MLP (Shazeer, arXiv 2002.05202); round up so GEMMs tile cleanly.
+    hidden = int(8 * dim / 3)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """A decoder-only transformer: RMSNorm, 1-D RoPE, grouped-query attention, SwiGLU.
+
+    hidden_dim None means about 8/3 * dim rounded up to a multiple of 64 (resolved at creation).
+    n_kv_heads None means plain multi-head attention (n_kv_heads = n_heads).
+    """
+
+    vocab_size: int
+    dim: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int | None = None
+    hidden_dim: int | None = None
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    qk_norm: bool = False  # RMSNorm on queries and keys per head; Chameleon uses it for stability
+    tie_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.hidden_dim is None:
+            self.hidden_dim = _swiglu_hidden(self.dim)
+        positive = {
+            "vocab_size": self.vocab_size,
+            "dim": self.dim,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "hidden_dim": self.hidden_dim,
+            "max_seq_len": self.max_seq_len,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.dim % self.n_heads:
+            raise ValueError(
+                f"ModelConfig.dim ({self.dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"ModelConfig.n_heads ({self.n_heads}) must be divisible by "
+                f"n_kv_heads ({self.n_kv_heads}) for grouped-query attention"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim = dim / n_heads must be even for RoPE, got {self.head_dim}")
+        if self.rope_theta <= 0:
+            raise ValueError(f"ModelConfig.rope_theta must be > 0, got {self.rope_theta}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"ModelConfig.norm_eps must be > 0, got {self.norm_eps}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        return cls(**d)
+
+
+def tiny(**overrides: Any) -> ModelConfig:
+    """For tests: runs a step in milliseconds."""
+    base: dict[str, Any] = dict(
+        vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=256
+    )
+    return ModelConfig(**{**base, **overrides})
+
+
+def small(**overrides: Any) -> ModelConfig:
+    """For the CPU quickstart: about 4.4M non-embedding parameters."""
+    base: dict[str, Any] = dict(
+        vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, max_seq_len=1024
+    )
+    return ModelConfig(**{**base, **overrides})
+
+
+def base(**overrides: Any) -> ModelConfig:
+    """A GPU-sized starting point: about 35M non-embedding parameters."""
+    base_: dict[str, Any] = dict(
+        vocab_size=16384, dim=512, n_layers=12, n_heads=8, n_kv_heads=4, max_seq_len=2048
+    )
+    return ModelConfig(**{**base_, **overrides})
+
+
+MODEL_PRESETS: dict[str, Callable[..., ModelConfig]] = {"tiny": tiny, "small": small, "base": base}

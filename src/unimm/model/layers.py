@@ -1,0 +1,53 @@
+"""Small building blocks of the backbone: RMSNorm, 1-D rotary embeddings, SwiGLU.
+
+RoPE uses the "rotate half" layout (the two halves of each head are the real and imaginary
+parts), which is also the Hugging Face Llama layout, so imported q/k weights need no permutation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# RMSNorm (arXiv 1910.07467): torch's own module, which has a fused CPU/GPU kernel.
+RMSNorm = nn.RMSNorm
+
+
+def rope_cos_sin(
+    positions: Tensor, head_dim: int, theta: float = 10000.0
+) -> tuple[Tensor, Tensor]:
+    """Rotary tables (RoFormer, arXiv 2104.09864) for explicit position ids.
+
+    positions: (B, T) integer ids; any values (recipes choose them: one id per image, restarts
+    per row for left padding, ...). Returns cos, sin of shape (B, 1, T, head_dim) in float32.
+    """
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )  # (hd/2,)
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x: (B, H, T, hd); cos/sin: (B, 1, T, hd). Rotates pairs (i, i + hd/2)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, hd)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP (arXiv 2002.05202). Gate and up projections are one matmul (w13) for speed."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.w13 = nn.Linear(dim, 2 * hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).split(self.hidden_dim, dim=-1)  # (B, T, H) each
+        return self.w2(F.silu(gate) * up)

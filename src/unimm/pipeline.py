@@ -1,0 +1,193 @@
+"""End-to-end jobs the CLI runs: train a run (tokenizers, then the unified model), evaluate it,
+and the quickstart that does both and writes a report.
+
+Run directory layout:
+    text tokenizer + image_tokenizer/   trained first
+    checkpoint/                         the unified model (self-contained checkpoint directory)
+    train_log.jsonl, trainer_state.json the training log
+    report.md, metrics.json, *.png      written by evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import replace
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from unimm.checkpoint import CONFIG_FILE, write_json
+from unimm.data.sample import Text
+from unimm.presets import RunConfig, get_run_config
+from unimm.recipes.base import SamplingConfig, UnifiedModel
+from unimm.recipes.parts import Parts
+from unimm.recipes.registry import build_model, load_model, recipe_class
+from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vq import VQTokenizer
+from unimm.train.tokenizer_trainer import train_vq
+from unimm.train.trainer import train_model
+from unimm.world.tasks import world_samples
+
+CHECKPOINT_DIR = "checkpoint"
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+
+
+def world_texts(n: int, seed: int) -> list[str]:
+    """Text of n training samples of every task: the corpus the text tokenizer learns from."""
+    tasks = {"t2i": 1.0, "caption": 1.0, "vqa": 1.0, "edit": 1.0}
+    texts = []
+    for sample in islice(world_samples("train", seed, tasks), n):
+        texts += [s.text for s in sample.segments if isinstance(s, Text)]
+    return texts
+
+
+def train_run(
+    out: str | Path,
+    preset: str = "small",
+    overrides: list[str] | None = None,
+    image_tokenizer: str | Path | None = None,
+    progress: bool = True,
+) -> UnifiedModel:
+    cfg = get_run_config(preset, overrides)
+    recipe_class(cfg.recipe)  # fail on an unknown recipe before any training
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(torch.get_num_threads())
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    text = TextTokenizer.train(world_texts(20_000, cfg.train.seed), cfg.text_vocab_size)
+    timings["text_tokenizer_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if image_tokenizer is not None:
+        image = VQTokenizer.from_pretrained(image_tokenizer)
+        cfg = replace(cfg, vq=image.config)
+    else:
+        _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
+        train_vq(
+            cfg.vq,
+            out / IMAGE_TOKENIZER_DIR,
+            seconds=cfg.vq_train.seconds,
+            batch_size=cfg.vq_train.batch_size,
+            lr=cfg.vq_train.lr,
+            seed=cfg.train.seed,
+            progress=progress,
+        )
+        image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+    image.eval().requires_grad_(False)
+    timings["image_tokenizer_s"] = time.perf_counter() - t0
+
+    # The backbone's vocabulary is the text vocabulary followed by the image codebook.
+    model_cfg = replace(cfg.model, vocab_size=text.vocab_size + image.codebook_size)
+    cfg = replace(cfg, model=model_cfg)
+    model = build_model(Parts(cfg, text, image))
+    n_params = sum(p.numel() for p in model.parameters())
+    _log(f"training {cfg.recipe} ({n_params / 1e6:.1f}M parameters) for {cfg.train.steps} steps")
+
+    t0 = time.perf_counter()
+    train_model(
+        model,
+        cfg.train,
+        world_samples("train", cfg.train.seed, cfg.train.tasks),
+        out,
+        progress=progress,
+        on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),
+    )
+    timings["model_s"] = time.perf_counter() - t0
+    write_json(out / "timings.json", timings)
+    return model
+
+
+def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:
+    """Accept a checkpoint directory or a run directory that holds one; returns (model, run dir)."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR / CONFIG_FILE).is_file():
+        path = path / CHECKPOINT_DIR
+    model = load_model(path)
+    run_dir = path.parent if path.name == CHECKPOINT_DIR else path
+    return model, run_dir
+
+
+def evaluate_run(
+    model: UnifiedModel,
+    out: str | Path,
+    per_task: int = 50,
+    images_per_prompt: int = 4,
+    questions: int = 500,
+    captions: int = 200,
+    seed: int = 0,
+    sampling: SamplingConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    from unimm.evaluate.benchmarks import caption_scene, geneval_scene, vqa_scene
+    from unimm.evaluate.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sampling = sampling or SamplingConfig()
+
+    def gen(prompts: list[str], n: int, s: int):
+        return model.generate_images(prompts, n, s, sampling)
+
+    t0 = time.perf_counter()
+    results = {
+        "geneval_in": geneval_scene(gen, "in", per_task, images_per_prompt, seed, progress),
+        "geneval_heldout": geneval_scene(
+            gen, "heldout", per_task, images_per_prompt, seed, progress
+        ),
+        "vqa_eval": vqa_scene(model.answer, "eval", questions, seed, progress),
+        "vqa_heldout": vqa_scene(model.answer, "heldout", questions, seed, progress),
+        "caption_eval": caption_scene(model.caption, "eval", captions, seed, progress),
+    }
+    results["eval_seconds"] = time.perf_counter() - t0
+    results["model"] = model.describe()
+    results["sampling"] = vars(sampling)
+    log_path = out / "train_log.jsonl"
+    log_rows = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    write_report(out, results, log_rows)
+    return results
+
+
+def quickstart(out: str | Path = "runs/quickstart", preset: str = "small", overrides=None) -> dict:
+    t0 = time.perf_counter()
+    model = train_run(out, preset, overrides)
+    metrics = evaluate_run(model, out)
+    metrics["total_seconds"] = time.perf_counter() - t0
+    write_json(Path(out) / "metrics.json", _jsonable(metrics))
+    print(summary_line(metrics))
+    print(f"report: {Path(out) / 'report.md'}  ({metrics['total_seconds'] / 60:.1f} min in all)")
+    return metrics
+
+
+def summary_line(m: dict) -> str:
+    return (
+        f"GenEval-scene in-distribution {m['geneval_in']['overall']:.3f}, "
+        f"held-out {m['geneval_heldout']['overall']:.3f}; "
+        f"VQA-scene {m['vqa_eval']['overall']:.3f} (held-out {m['vqa_heldout']['overall']:.3f}); "
+        f"caption-scene {m['caption_eval']['exact_match']:.3f}"
+    )
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "image"
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float | int | str | bool) or x is None:
+        return x
+    return str(x)
+
+
+def _log(msg: str) -> None:
+    print(f"[unimm] {msg}", flush=True)
+
+
+__all__ = ["RunConfig", "evaluate_run", "load_checkpoint", "quickstart", "train_run"]

@@ -1,0 +1,60 @@
+"""A run's whole configuration and its named presets.
+
+`RunConfig` nests every component's config; it is what `config.json` in a checkpoint holds and
+what the CLI's `--preset NAME key.sub=value ...` builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from unimm.config import ConfigError, apply_overrides
+from unimm.model.config import MODEL_PRESETS, ModelConfig
+from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
+from unimm.train.config import TrainConfig
+
+
+@dataclass(kw_only=True)
+class TokenizerTrainConfig:
+    """How long the image tokenizer trains before the unified model (quickstart pipeline)."""
+
+    seconds: float = 180.0
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    recipe: str = "chameleon"
+    text_vocab_size: int = 512
+    model: ModelConfig
+    vq: VQConfig
+    vq_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _tiny() -> RunConfig:
+    return RunConfig(
+        text_vocab_size=320,
+        model=MODEL_PRESETS["tiny"](max_seq_len=192),
+        vq=VQ_PRESETS["tiny"](),
+        vq_train=TokenizerTrainConfig(seconds=5.0, batch_size=16),
+        train=TrainConfig(steps=20, batch_size=8, warmup_steps=2, log_every=5, precision="fp32"),
+    )
+
+
+def _small() -> RunConfig:
+    return RunConfig(
+        model=MODEL_PRESETS["small"](max_seq_len=256),
+        vq=VQ_PRESETS["small"](),
+    )
+
+
+RUN_PRESETS: dict[str, Callable[[], RunConfig]] = {"tiny": _tiny, "small": _small}
+
+
+def get_run_config(preset: str, overrides: list[str] | None = None) -> RunConfig:
+    if preset not in RUN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(RUN_PRESETS)})")
+    return apply_overrides(RUN_PRESETS[preset](), overrides or [])

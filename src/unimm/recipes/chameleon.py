@@ -1,0 +1,194 @@
+"""Autoregressive over one shared text + image vocabulary (Chameleon / Emu3 / LlamaGen family).
+
+Chameleon (arXiv 2405.09818) and Emu3 (arXiv 2409.18869) quantise images into discrete codes,
+append the codes to the text vocabulary ("early fusion") and train one decoder-only transformer
+with next-token prediction on interleaved sequences. Images are generated token by token with
+a KV cache and classifier-free guidance (LlamaGen, arXiv 2406.06525: logits = u + s (c - u),
+where the unconditional row is the prompt with its text dropped, learned by dropping the
+caption with probability 0.1 in training).
+
+Vocabulary: [0, text_vocab) text ids and markers, [text_vocab, text_vocab + codebook) image codes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unimm.checkpoint import (
+    WEIGHTS_FILE,
+    load_tensors,
+    save_tensors,
+    write_directory,
+)
+from unimm.data.images import to_tensor, to_uint8
+from unimm.data.sample import Image, Sample, Segment, Text
+from unimm.data.sequence import TokenSequence, build_sequence, collate
+from unimm.model.transformer import Transformer
+from unimm.paradigms.autoregressive import generate, next_token_loss
+from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
+from unimm.recipes.parts import Parts, load_parts, save_parts
+from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vq import VQTokenizer
+
+
+class ChameleonModel(UnifiedModel):
+    recipe = "chameleon"
+
+    def __init__(self, parts: Parts):
+        super().__init__()
+        self.parts = parts  # a plain container: tokenizers and config are not trained here
+        self.backbone = Transformer(parts.config.model)
+        self.image_offset = parts.text.vocab_size
+        self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
+
+    @property
+    def text_tok(self) -> TextTokenizer:
+        return self.parts.text
+
+    @property
+    def image_tok(self) -> VQTokenizer:
+        return self.parts.image
+
+    # ----- training -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: list[np.ndarray]) -> list[list[int]]:
+        """uint8 images -> vocabulary ids (codes shifted past the text vocabulary)."""
+        if not images:
+            return []
+        codes = self.image_tok.encode(to_tensor(images))  # (N, h, w)
+        return (codes.flatten(1) + self.image_offset).tolist()
+
+    def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
+        images = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
+        codes = self.encode_images(images)
+        seqs, k = [], 0
+        p_drop = self.parts.config.train.cfg_dropout
+        for sample in samples:
+            n = sum(isinstance(s, Image) for s in sample.segments)
+            image_target = any(isinstance(sample.segments[i], Image) for i in sample.targets)
+            drop = rng is not None and image_target and rng.random() < p_drop
+            seqs.append(build_sequence(sample, self.text_tok, codes[k : k + n], drop_text=drop))
+            k += n
+        return seqs
+
+    def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+        batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
+        logits = self.backbone(batch.ids[:, :-1])  # (B, T-1, V)
+        targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
+        loss = next_token_loss(logits, targets, mask)
+        with torch.no_grad():
+            is_image = batch.modality[:, 1:] == 1
+            out = {"loss": loss}
+            for name, m in (("loss_text", mask & ~is_image), ("loss_image", mask & is_image)):
+                if m.any():
+                    out[name] = next_token_loss(logits.detach(), targets, m)
+            out["tokens"] = torch.tensor(float(batch.valid.sum()))
+        return out
+
+    # ----- inference ------------------------------------------------------------------------
+
+    def _prompt_ids(self, segments: list[Segment], modality: Modality) -> list[int]:
+        """Lay the prompt out as in training and open the segment to produce."""
+        images = [s.pixels for s in segments if isinstance(s, Image)]
+        sample = Sample(list(segments), targets=(), task="prompt")
+        ids = build_sequence(sample, self.text_tok, self.encode_images(images)).ids
+        opener = self.text_tok.boi_id if modality == "image" else self.text_tok.assistant_id
+        return ids + [opener]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[Segment]],
+        modality: Modality,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> list[Segment]:
+        sampling = sampling or SamplingConfig()
+        check_prompts(prompts, self.image_tok.config.resolution)
+        ids = [self._prompt_ids(p, modality) for p in prompts]
+        longest = max(len(x) for x in ids) + (
+            self.image_tokens if modality == "image" else sampling.max_new_tokens
+        )
+        if longest > self.parts.config.model.max_seq_len:
+            raise ValueError(
+                f"prompt too long: {longest} tokens with the output, the model takes "
+                f"{self.parts.config.model.max_seq_len}"
+            )
+        gen = torch.Generator().manual_seed(seed)
+        if modality == "image":
+            # The unconditional row keeps the images of the prompt and drops its text, as in
+            # training's condition dropout.
+            uncond = [
+                self._prompt_ids([s for s in p if isinstance(s, Image)], "image") for p in prompts
+            ]
+            codes = generate(
+                self.backbone,
+                ids,
+                self.image_tokens,
+                temperature=sampling.temperature,
+                top_k=sampling.top_k,
+                top_p=sampling.top_p,
+                cfg_scale=sampling.cfg_scale,
+                uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
+                allowed_ids=range(self.image_offset, self.image_offset + self.image_tok.codebook_size),
+                generator=gen,
+            )
+            grid = torch.tensor(codes) - self.image_offset
+            grid = grid.view(len(prompts), *self.image_tok.grid)
+            pixels = to_uint8(self.image_tok.decode(grid))
+            return [Image(p) for p in pixels]
+        out = generate(
+            self.backbone,
+            ids,
+            sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            allowed_ids=range(0, self.image_offset),
+            stop_ids=[self.text_tok.eos_id],
+            generator=gen,
+        )
+        return [Text(self.text_tok.decode(t for t in row if t != self.text_tok.eos_id)) for row in out]
+
+    # ----- checkpoints ----------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        def fill(tmp: Path) -> None:
+            save_parts(self.parts, tmp, recipe=self.recipe)
+            save_tensors(self.backbone.state_dict(), tmp / WEIGHTS_FILE)
+
+        return write_directory(directory, fill)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> ChameleonModel:
+        parts = load_parts(directory, expect_recipe=cls.recipe)
+        model = cls(parts)
+        state = load_tensors(Path(directory) / WEIGHTS_FILE)
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{directory}/{WEIGHTS_FILE} does not match the config: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
+        return model.eval()
+
+
+def check_prompts(prompts: list[list[Segment]], resolution: int) -> None:
+    """Reject empty prompts and wrongly sized images before any work is done."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    for p in prompts:
+        if not p:
+            raise ValueError("empty prompt: give some text or an image")
+        for s in p:
+            if isinstance(s, Text) and not s.text.strip():
+                raise ValueError("empty prompt: the text is blank")
+            if isinstance(s, Image) and s.pixels.shape[:2] != (resolution, resolution):
+                h, w = s.pixels.shape[:2]
+                raise ValueError(f"image is {w}x{h}; this model takes {resolution}x{resolution}")

@@ -1,0 +1,61 @@
+"""What every recipe's checkpoint holds besides its weights: the run config and tokenizers.
+
+Layout of a checkpoint directory:
+    config.json          {"recipe": ..., "unimm_version": ..., "config": RunConfig as a dict}
+    model.safetensors    the recipe's trained weights
+    tokenizer.json       the text tokenizer
+    image_tokenizer/     the image tokenizer's own config + weights
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import unimm
+from unimm.checkpoint import CONFIG_FILE, check_checkpoint_dir, read_json, write_json
+from unimm.config import ConfigError, from_dict, to_dict
+from unimm.presets import RunConfig
+from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vq import VQTokenizer
+
+IMAGE_TOKENIZER_DIR = "image_tokenizer"
+
+
+@dataclass
+class Parts:
+    config: RunConfig
+    text: TextTokenizer
+    image: VQTokenizer
+
+
+def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
+    write_json(
+        directory / CONFIG_FILE,
+        {"recipe": recipe, "unimm_version": unimm.__version__, "config": to_dict(parts.config)},
+    )
+    parts.text.save(directory)
+    parts.image.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
+
+
+def read_run_config(directory: str | Path) -> tuple[str, RunConfig]:
+    directory = check_checkpoint_dir(directory)
+    data = read_json(directory / CONFIG_FILE)
+    if "recipe" not in data or "config" not in data:
+        raise ValueError(f"{directory / CONFIG_FILE} lacks 'recipe' or 'config'")
+    try:
+        cfg = from_dict(RunConfig, data["config"])
+    except (ConfigError, ValueError, TypeError) as e:
+        raise ValueError(f"bad config in {directory / CONFIG_FILE}: {e}") from None
+    return data["recipe"], cfg
+
+
+def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
+    recipe, cfg = read_run_config(directory)
+    if recipe != expect_recipe:
+        raise ValueError(f"{directory} holds a {recipe!r} model, not {expect_recipe!r}")
+    directory = Path(directory)
+    text = TextTokenizer.load(directory)
+    image = VQTokenizer.from_pretrained(directory / IMAGE_TOKENIZER_DIR)
+    image.eval().requires_grad_(False)
+    return Parts(cfg, text, image)

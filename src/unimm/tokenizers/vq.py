@@ -1,0 +1,198 @@
+"""Discrete image tokenizer: ViT patch encoder -> FSQ -> ViT decoder (ViT-VQGAN, arXiv 2110.04627,
+with the learned codebook replaced by FSQ, arXiv 2309.15505).
+
+Why this shape: on a 2-core CPU, convolutional autoencoders were slow and per-patch MLPs too
+blocky (shared/MEASURED.md). Patch embedding plus a few transformer layers over the 8x8 grid of
+patch tokens is almost all matmul (fast in bf16) and still lets each token see the whole image.
+
+Legend: B batch, H W image size, p patch size, h w token grid (H/p, W/p), T = h*w, D width,
+d = number of FSQ channels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unimm.tokenizers.fsq import FSQ
+from unimm.tokenizers.vit_blocks import Transformer
+
+CONFIG_NAME = "vq_config.json"
+WEIGHTS_NAME = "vq.safetensors"
+
+
+@dataclass(kw_only=True)
+class VQConfig:
+    resolution: int = 64
+    patch: int = 8
+    dim: int = 256
+    enc_layers: int = 4
+    dec_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    fsq_levels: tuple[int, ...] = (8, 8, 8)
+
+    def __post_init__(self) -> None:
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.resolution % self.patch:
+            raise ValueError(
+                f"resolution ({self.resolution}) must be a multiple of patch ({self.patch})"
+            )
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.fsq_levels)
+
+
+def _tiny() -> VQConfig:
+    return VQConfig(dim=32, enc_layers=1, dec_layers=1, n_heads=2, fsq_levels=(4, 4, 4))
+
+
+def _small() -> VQConfig:
+    return VQConfig(dim=256, enc_layers=4, dec_layers=4, n_heads=4, fsq_levels=(8, 8, 8))
+
+
+VQ_PRESETS = {"tiny": _tiny, "small": _small}
+
+
+class VQTokenizer(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] <-> integer codes (B, h, w) in [0, codebook_size)."""
+
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        n = c.resolution // c.patch
+        self.grid: tuple[int, int] = (n, n)
+        self.codebook_size: int = c.codebook_size
+        patch_dim = 3 * c.patch * c.patch
+        self.fsq = FSQ(c.fsq_levels)
+        self.enc_in = nn.Linear(patch_dim, c.dim)
+        self.enc_pos = nn.Parameter(torch.randn(1, n * n, c.dim) * 0.02)
+        self.encoder = Transformer(c.dim, c.enc_layers, c.n_heads, c.mlp_ratio)
+        self.enc_out = nn.Linear(c.dim, self.fsq.dim)
+        self.dec_in = nn.Linear(self.fsq.dim, c.dim)
+        self.dec_pos = nn.Parameter(torch.randn(1, n * n, c.dim) * 0.02)
+        self.decoder = Transformer(c.dim, c.dec_layers, c.n_heads, c.mlp_ratio)
+        self.dec_out = nn.Linear(c.dim, patch_dim)
+
+    # -- pixels <-> patch tokens ---------------------------------------------------------------
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        p, (h, w) = self.config.patch, self.grid
+        x = x.reshape(B, C, h, p, w, p).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
+        return x.reshape(B, h * w, p * p * C)  # (B, T, p*p*3)
+
+    def _unpatchify(self, t: torch.Tensor) -> torch.Tensor:
+        B = t.shape[0]
+        p, (h, w) = self.config.patch, self.grid
+        x = t.reshape(B, h, w, p, p, 3).permute(0, 5, 1, 3, 2, 4)  # (B, 3, h, p, w, p)
+        return x.reshape(B, 3, h * p, w * p)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        r = self.config.resolution
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (r, r):
+            raise ValueError(
+                f"expected images shaped (B, 3, {r}, {r}), got {tuple(images.shape)}"
+            )
+
+    # -- network halves ------------------------------------------------------------------------
+    def _encode_latent(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_images(images)
+        x = self.enc_in(self._patchify(images)) + self.enc_pos  # (B, T, D)
+        z = self.enc_out(self.encoder(x))  # (B, T, d)
+        return self.fsq(z)  # (B, T, d) in [-1, 1], (B, T)
+
+    def _decode_latent(self, q: torch.Tensor) -> torch.Tensor:
+        x = self.dec_in(q.to(self.dec_in.weight.dtype)) + self.dec_pos  # (B, T, D)
+        return self._unpatchify(self.dec_out(self.decoder(x)))  # (B, 3, H, W)
+
+    # -- public API ----------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Training pass: (reconstruction, unclamped; codes (B, h, w); aux)."""
+        q, idx = self._encode_latent(images)
+        recon = self._decode_latent(q)
+        return recon, idx.view(-1, *self.grid), {"latent": q}
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [-1, 1] -> (B, h, w) long codes."""
+        _, idx = self._encode_latent(images.float())
+        return idx.view(-1, *self.grid)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) long codes -> (B, 3, H, W) float in [-1, 1]."""
+        if codes.ndim != 3 or tuple(codes.shape[1:]) != self.grid:
+            raise ValueError(f"expected codes shaped (B, {self.grid[0]}, {self.grid[1]}), "
+                             f"got {tuple(codes.shape)}")
+        q = self.fsq.indices_to_codes(codes.reshape(codes.shape[0], -1))  # (B, T, d)
+        return self._decode_latent(q).clamp(-1.0, 1.0)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write `vq_config.json` and `vq.safetensors`, each atomically (temp file + rename)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = asdict(self.config)
+        cfg["fsq_levels"] = list(cfg["fsq_levels"])
+        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, p))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> VQTokenizer:
+        """Load a tokenizer written by `save_pretrained`; ValueError names a missing/bad file."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise ValueError(f"VQ tokenizer file not found: {p}")
+        try:
+            raw = json.loads(cfg_path.read_text())
+            known = {f.name for f in fields(VQConfig)}
+            unknown = set(raw) - known
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}")
+            config = VQConfig(**raw)
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise ValueError(f"corrupt VQ tokenizer config {cfg_path}: {e}") from None
+        try:
+            state = load_file(str(w_path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"corrupt VQ tokenizer weights {w_path}: {e}") from None
+        model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"VQ tokenizer weights {w_path} do not match {cfg_path}: {e}") from None
+        return model.eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+__all__ = ["VQ_PRESETS", "VQConfig", "VQTokenizer"]

@@ -1,0 +1,39 @@
+"""Training hyper-parameters: one dataclass, overridable from the CLI as train.key=value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _default_tasks() -> dict[str, float]:
+    # Text-to-image gets the largest share: its benchmark (GenEval-scene) is the hardest.
+    return {"t2i": 0.6, "vqa": 0.25, "caption": 0.15}
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 48
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16"] = "bf16"
+    seed: int = 0
+    tasks: dict[str, float] = field(default_factory=_default_tasks)
+    cfg_dropout: float = 0.1  # drop the text condition of image targets (classifier-free guidance)
+    log_every: int = 10
+    save_every: int = 0  # 0: only at the end
+    max_seconds: float | None = None  # stop early when the wall-clock budget is spent
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError("train.steps and train.batch_size must be positive")
+        if not 0.0 <= self.cfg_dropout < 1.0:
+            raise ValueError(f"train.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
+        if not self.tasks or any(w < 0 for w in self.tasks.values()):
+            raise ValueError(f"train.tasks needs positive weights, got {self.tasks}")

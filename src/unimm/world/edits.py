@@ -1,0 +1,134 @@
+"""Edit instructions with their exact target scene: recolour, add, remove, move.
+
+The target is the source scene with exactly the named change. A move shifts the object by a
+fixed distance (12 px at 64 px, scaled), so the target is predictable from the instruction.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from unimm.world.palette import BASE_RESOLUTION, COLOR_NAMES, HELDOUT_PAIRS, SHAPES
+from unimm.world.phrases import phrase
+from unimm.world.scene import Obj, Scene, is_valid, place_objects, with_object
+
+EDIT_KINDS: tuple[str, ...] = ("recolor", "add", "remove", "move")
+MOVE_PX = 12
+# instruction wording -> unit step (image y grows downwards)
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "to the left": (-1, 0),
+    "to the right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    instruction: str
+    target: Scene
+    kind: str
+    index: int  # the edited object (in the source for recolor/remove/move, in the target for add)
+
+
+def move_distance(resolution: int) -> int:
+    return round(MOVE_PX * resolution / BASE_RESOLUTION)
+
+
+def referents(scene: Scene, rng: random.Random) -> list[tuple[int, str]]:
+    """(index, "the circle" / "the red circle") for every object that can be named uniquely."""
+    shapes = Counter(o.shape for o in scene.objects)
+    pairs = scene.pairs()
+    out: list[tuple[int, str]] = []
+    for i, o in enumerate(scene.objects):
+        names = []
+        if shapes[o.shape] == 1:
+            names.append(f"the {o.shape}")
+        if pairs[o.pair] == 1:
+            names.append(f"the {o.color} {o.shape}")
+        if names:
+            out.append((i, rng.choice(names)))
+    return out
+
+
+def _recolor(scene: Scene, rng: random.Random, avoid_heldout: bool) -> Edit | None:
+    refs = referents(scene, rng)
+    if not refs:
+        return None
+    i, ref = rng.choice(refs)
+    o = scene.objects[i]
+    colors = [c for c in COLOR_NAMES if c != o.color]
+    if avoid_heldout:
+        colors = [c for c in colors if (c, o.shape) not in HELDOUT_PAIRS]
+    # the new colour must keep the referent unique in the target only if it was named by pair;
+    # that does not matter for the instruction, which speaks of the source
+    c = rng.choice(colors)
+    return Edit(f"make {ref} {c}", with_object(scene, i, color=c), "recolor", i)
+
+
+def _add(scene: Scene, rng: random.Random, avoid_heldout: bool, max_objects: int) -> Edit | None:
+    if len(scene.objects) >= max_objects:
+        return None
+    pool = [(c, s) for c in COLOR_NAMES for s in SHAPES]
+    if avoid_heldout:
+        pool = [p for p in pool if p not in HELDOUT_PAIRS]
+    c, s = rng.choice(pool)
+    try:
+        target = place_objects(rng, [(c, s)], resolution=scene.resolution, fixed=scene.objects, max_tries=20)
+    except ValueError:
+        return None
+    return Edit(f"add {phrase(c, s, 1)}", target, "add", len(scene.objects))
+
+
+def _remove(scene: Scene, rng: random.Random) -> Edit | None:
+    refs = referents(scene, rng)
+    if len(scene.objects) < 2 or not refs:
+        return None
+    i, ref = rng.choice(refs)
+    objs = scene.objects[:i] + scene.objects[i + 1 :]
+    return Edit(f"remove {ref}", Scene(objs, scene.resolution), "remove", i)
+
+
+def _move(scene: Scene, rng: random.Random) -> Edit | None:
+    refs = referents(scene, rng)
+    rng.shuffle(refs)
+    d = move_distance(scene.resolution)
+    dirs = list(DIRECTIONS)
+    for i, ref in refs:
+        rng.shuffle(dirs)
+        o: Obj = scene.objects[i]
+        for name in dirs:
+            dx, dy = DIRECTIONS[name]
+            target = with_object(scene, i, x=o.x + dx * d, y=o.y + dy * d)
+            if is_valid(target):
+                return Edit(f"move {ref} {name}", target, "move", i)
+    return None
+
+
+def edit(
+    scene: Scene,
+    rng: random.Random,
+    avoid_heldout: bool = True,
+    kinds: tuple[str, ...] = EDIT_KINDS,
+    max_objects: int = 4,
+) -> Edit:
+    """A random feasible edit of one of `kinds`; raises ValueError when none is feasible."""
+    for k in kinds:
+        if k not in EDIT_KINDS:
+            raise ValueError(f"unknown edit kind {k!r}; expected one of {EDIT_KINDS}")
+    order = list(kinds)
+    rng.shuffle(order)
+    for k in order:
+        if k == "recolor":
+            e = _recolor(scene, rng, avoid_heldout)
+        elif k == "add":
+            e = _add(scene, rng, avoid_heldout, max_objects)
+        elif k == "remove":
+            e = _remove(scene, rng)
+        else:
+            e = _move(scene, rng)
+        if e is not None:
+            return e
+    raise ValueError(f"no feasible edit of kinds {kinds} for scene {scene}")

@@ -1,0 +1,170 @@
+"""Questions about a scene with short answers; only unambiguous ones (the referent is unique)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from unimm.world.palette import COLOR_NAMES, HELDOUT_PAIRS, NUMBER_WORDS, RELATIONS, SHAPES, plural
+from unimm.world.phrases import article
+from unimm.world.scene import Obj, Pair, Scene, opposite, relation
+
+QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "position")
+
+
+@dataclass(frozen=True, slots=True)
+class QA:
+    question: str
+    answer: str
+    qtype: str
+    # colour-shape pairs the question and its answer speak of (to keep held-out pairs out of
+    # training and to pick questions about them for the held-out evaluation)
+    pairs: tuple[Pair, ...] = ()
+
+
+def _color_qs(scene: Scene) -> list[QA]:
+    shapes = Counter(o.shape for o in scene.objects)
+    return [
+        QA(f"what color is the {o.shape}?", o.color, "color", (o.pair,))
+        for o in scene.objects
+        if shapes[o.shape] == 1
+    ]
+
+
+def _shape_qs(scene: Scene) -> list[QA]:
+    colors = Counter(o.color for o in scene.objects)
+    return [
+        QA(f"what shape is the {o.color} object?", o.shape, "shape", (o.pair,))
+        for o in scene.objects
+        if colors[o.color] == 1
+    ]
+
+
+def _count_qs(scene: Scene, rng: random.Random) -> list[QA]:
+    shapes = Counter(o.shape for o in scene.objects)
+    pairs = scene.pairs()
+    qs = [
+        QA(f"how many {plural(s)} are there?", NUMBER_WORDS[shapes[s]], "count", ())
+        for s in SHAPES
+    ]
+    # coloured counts: every present pair plus one absent pair, so "zero" is not always shape-only
+    absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+    asked = list(pairs) + ([rng.choice(absent)] if absent else [])
+    qs += [
+        QA(f"how many {c} {plural(s)} are there?", NUMBER_WORDS[pairs[(c, s)]], "count", ((c, s),))
+        for c, s in asked
+    ]
+    return qs
+
+
+def _exists_qs(scene: Scene, rng: random.Random, avoid_heldout: bool) -> list[QA]:
+    pairs = scene.pairs()
+    absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+    if avoid_heldout:
+        absent = [p for p in absent if p not in HELDOUT_PAIRS]
+    # answer balance: half yes, half no
+    if rng.random() < 0.5 or not absent:
+        c, s = rng.choice(sorted(pairs))
+        answer = "yes"
+    else:
+        c, s = rng.choice(absent)
+        answer = "no"
+    return [QA(f"is there {article(c)} {c} {s}?", answer, "exists", ((c, s),))]
+
+
+def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
+    pairs = scene.pairs()
+    unique = [o for o in scene.objects if pairs[o.pair] == 1]
+    yes: list[QA] = []
+    no: list[QA] = []
+
+    def ask(a: Obj, rel: str, b: Obj, answer: str) -> QA:
+        q = f"is the {a.color} {a.shape} {rel} the {b.color} {b.shape}?"
+        return QA(q, answer, "position", (a.pair, b.pair))
+
+    for a in unique:
+        for b in unique:
+            if a is b:
+                continue
+            rels = relation(a, b, scene.resolution)
+            for rel in RELATIONS:
+                if rel in rels:
+                    yes.append(ask(a, rel, b, "yes"))
+                elif opposite(rel) in rels:  # clearly false; within the margin is not asked
+                    no.append(ask(a, rel, b, "no"))
+    if not yes and not no:
+        return []
+    pool = yes if (rng.random() < 0.5 and yes) or not no else no
+    return [rng.choice(pool)]
+
+
+def questions(
+    scene: Scene, rng: random.Random, avoid_heldout: bool = True, qtypes: tuple[str, ...] = QTYPES
+) -> list[QA]:
+    """At most one question per type (types with no unambiguous question are skipped), shuffled.
+
+    avoid_heldout drops questions whose text or answer names a held-out colour-shape pair.
+    """
+    for t in qtypes:
+        if t not in QTYPES:
+            raise ValueError(f"unknown question type {t!r}; expected one of {QTYPES}")
+    if not scene.objects:
+        raise ValueError("cannot ask questions about an empty scene")
+    cands = {
+        "color": _color_qs(scene),
+        "shape": _shape_qs(scene),
+        "count": _count_qs(scene, rng),
+        "exists": _exists_qs(scene, rng, avoid_heldout),
+        "position": _position_qs(scene, rng),
+    }
+    out: list[QA] = []
+    for t in qtypes:
+        pool = cands[t]
+        if avoid_heldout:
+            pool = [q for q in pool if not any(p in HELDOUT_PAIRS for p in q.pairs)]
+        if pool:
+            out.append(rng.choice(pool))
+    rng.shuffle(out)
+    return out
+
+
+def answer_question(question: str, scene: Scene) -> str | None:
+    """The truth for a question in this module's phrasing, computed afresh from the scene.
+
+    Used by tests and by evaluation as an independent check of the generator above; None when
+    the question is not in the grammar or its referent is not unique.
+    """
+    q = question.strip().lower()
+    objs = scene.objects
+    w = q.rstrip("?").split()
+    if q.startswith("what color is the "):
+        m = [o for o in objs if o.shape == w[-1]]
+        return m[0].color if len(m) == 1 else None
+    if q.startswith("what shape is the "):
+        m = [o for o in objs if o.color == w[-2]]
+        return m[0].shape if len(m) == 1 else None
+    if q.startswith("how many "):
+        noun = w[-3]
+        shape = noun[:-1]
+        color = w[2] if len(w) == 6 else None
+        n = sum(o.shape == shape and (color is None or o.color == color) for o in objs)
+        return NUMBER_WORDS[n]
+    if q.startswith("is there "):
+        c, s = w[-2], w[-1]
+        return "yes" if any(o.pair == (c, s) for o in objs) else "no"
+    if q.startswith("is the "):
+        body = " ".join(w[2:])
+        for rel in RELATIONS:
+            left, sep, right = body.partition(f" {rel} the ")
+            if sep:
+                (ca, sa), (cb, sb) = left.split(), right.split()
+                ma = [o for o in objs if o.pair == (ca, sa)]
+                mb = [o for o in objs if o.pair == (cb, sb)]
+                if len(ma) != 1 or len(mb) != 1:
+                    return None
+                rels = relation(ma[0], mb[0], scene.resolution)
+                if rel in rels:
+                    return "yes"
+                return "no" if opposite(rel) in rels else None
+    return None
