@@ -32,13 +32,13 @@ _DIR_NORM2 = (_DIRS**2).sum(1)  # (K,)
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
-    ink_threshold: float = 0.5  # blend amount t above which a pixel belongs to an object
+    ink_threshold: float = 0.3  # blend amount t above which a pixel belongs to an object
     min_area: float = 16.0  # px at 64 px (scaled by area); the smallest triangle has ~55
     max_residual: float = 60.0  # mean RGB distance from the white-colour line; above: no colour
     max_aspect: float = 2.0  # bounding boxes more elongated than this are not objects
     split_fraction: float = 0.25  # a second colour this common splits a component
-    tri_threshold: float = 0.12  # -a3 above this: triangle
-    quad_threshold: float = 0.04  # |a4| above this: square (a4 < 0) or diamond (a4 > 0)
+    tri_threshold: float = 0.25  # -a3 above this: triangle (clean: 0.48-0.54, others 0)
+    quad_threshold: float = 0.14  # |a4| above: square (clean -0.29) or diamond (+0.29)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""The CLI as a user meets it: help, the happy path on a tiny run, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from unimm.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", ["quickstart", "train", "eval", "generate", "chat", "world"])
+def test_every_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: unimm" in capsys.readouterr().out
+
+
+def test_config_prints_json_and_rejects_bad_keys(capsys):
+    code, out, _ = run(capsys, "config", "--preset", "tiny", "train.steps=5")
+    assert code == 0 and json.loads(out)["train"]["steps"] == 5
+    code, _, err = run(capsys, "config", "--preset", "tiny", "train.stepz=5")
+    assert code == 2 and "unknown config key 'train.stepz'" in err
+    code, _, err = run(capsys, "config", "--preset", "galactic")
+    assert code == 2 and "unknown preset 'galactic'" in err
+
+
+def test_flag_with_wrong_type_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "ckpt", "a circle", "-n", "many"])
+    assert e.value.code == 2
+    assert "invalid _positive_int value" in capsys.readouterr().err
+
+
+def test_generate_and_chat_on_a_tiny_run(tiny_run, tmp_path, capsys):
+    code, out, err = run(
+        capsys, "generate", str(tiny_run), "a red circle", "-n", "2", "--out", str(tmp_path)
+    )
+    assert code == 0, err
+    paths = out.split()
+    assert len(paths) == 2
+    img = np.asarray(PILImage.open(paths[0]))
+    assert img.shape == (64, 64, 3)
+    code, out, err = run(capsys, "chat", str(tiny_run), "--image", paths[0], "-q", "what shape?")
+    assert code == 0, err
+    code, out, err = run(capsys, "chat", str(tiny_run), "--image", paths[0])
+    assert code == 0, err
+
+
+def test_bad_inputs_give_one_clear_line(tiny_run, tmp_path, capsys):
+    code, _, err = run(capsys, "generate", str(tmp_path / "nowhere"), "a circle")
+    assert code == 2 and "checkpoint directory not found" in err
+    code, _, err = run(capsys, "generate", str(tiny_run), "   ")
+    assert code == 2 and "empty prompt" in err
+    code, _, err = run(capsys, "generate", str(tiny_run), "a circle " * 200)
+    assert code == 2 and "prompt too long" in err
+
+    small = tmp_path / "small.png"
+    PILImage.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small)
+    code, _, err = run(capsys, "chat", str(tiny_run), "--image", str(small))
+    assert code == 2 and "64x64" in err
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    code, _, err = run(capsys, "chat", str(tiny_run), "--image", str(junk))
+    assert code == 2 and "not a readable image" in err
+    code, _, err = run(capsys, "chat", str(tiny_run), "--image", str(small), "-q", " ")
+    assert code == 2 and "empty question" in err
+    for e in (err,):
+        assert len(e.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tiny_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run / "checkpoint", broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    code, _, err = run(capsys, "generate", str(broken), "a circle")
+    assert code == 2 and "corrupt weights file" in err
+    (broken / "config.json").write_text("{")
+    code, _, err = run(capsys, "generate", str(broken), "a circle")
+    assert code == 2 and "corrupt JSON" in err
+    assert (broken / "config.json").read_text() == "{"
+
+
+def test_world_export(tmp_path, capsys):
+    out = tmp_path / "world"
+    code, _, err = run(capsys, "world", "--out", str(out), "-n", "12")
+    assert code == 0, err
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    assert list(out.glob("**/*.png"))
