@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from unimm.model import MODEL_PRESETS, Transformer
+from unimm.model.masks import padding_mask
 from unimm.paradigms.autoregressive import (
     generate,
     next_token_loss,
@@ -63,8 +64,6 @@ def test_left_padding_matches_unpadded_logits(model: Transformer) -> None:
     # The row's positions restart at 0 and pad keys are hidden: logits match an unpadded run.
     short = torch.tensor([PROMPTS[1] + [8, 9]])
     alone = model(short)[:, -1]
-    from unimm.model.masks import padding_mask
-
     padded = torch.tensor([[0, 0, 0] + PROMPTS[1] + [8, 9]])
     pad = torch.tensor([[True] * 3 + [False] * 3])
     pos = torch.tensor([[0, 0, 0, 0, 1, 2]])

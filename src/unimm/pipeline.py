@@ -123,8 +123,9 @@ def evaluate_run(
     sampling: SamplingConfig | None = None,
     progress: bool = True,
 ) -> dict:
-    from unimm.evaluate.benchmarks import caption_scene, geneval_scene, vqa_scene
+    from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.report import write_report
+    from unimm.evaluate.understanding import caption_scene, vqa_scene
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def evaluate_run(
     results["sampling"] = vars(sampling)
     log_path = out / "train_log.jsonl"
     log_rows = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
-    write_report(out, results, log_rows)
+    write_report(out, results, title=f"unimm evaluation: {model.recipe}", loss_rows=log_rows)
     return results
 
 
@@ -157,7 +158,6 @@ def quickstart(out: str | Path = "runs/quickstart", preset: str = "small", overr
     model = train_run(out, preset, overrides)
     metrics = evaluate_run(model, out)
     metrics["total_seconds"] = time.perf_counter() - t0
-    write_json(Path(out) / "metrics.json", _jsonable(metrics))
     print(summary_line(metrics))
     print(f"report: {Path(out) / 'report.md'}  ({metrics['total_seconds'] / 60:.1f} min in all)")
     return metrics
@@ -168,22 +168,12 @@ def summary_line(m: dict) -> str:
         f"GenEval-scene in-distribution {m['geneval_in']['overall']:.3f}, "
         f"held-out {m['geneval_heldout']['overall']:.3f}; "
         f"VQA-scene {m['vqa_eval']['overall']:.3f} (held-out {m['vqa_heldout']['overall']:.3f}); "
-        f"caption-scene {m['caption_eval']['exact_match']:.3f}"
+        f"caption-scene {m['caption_eval']['overall']:.3f}"
     )
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:60] or "image"
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float | int | str | bool) or x is None:
-        return x
-    return str(x)
 
 
 def _log(msg: str) -> None:

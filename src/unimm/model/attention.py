@@ -83,16 +83,14 @@ class Attention(nn.Module):
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        self.split = (q_dim, kv_dim, kv_dim)
         # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike.
         self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=False)
         self.wo = nn.Linear(q_dim, config.dim, bias=False)
+        self.qk_norm = config.qk_norm
         if config.qk_norm:
             # QK-norm keeps attention logits bounded (Chameleon, arXiv 2405.09818, section 2.3).
-            self.q_norm: nn.Module = RMSNorm(self.head_dim, eps=config.norm_eps)
-            self.k_norm: nn.Module = RMSNorm(self.head_dim, eps=config.norm_eps)
-        else:
-            self.q_norm = self.k_norm = nn.Identity()
+            self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
 
     def forward(
         self,
@@ -106,12 +104,17 @@ class Attention(nn.Module):
         layer: int,
     ) -> Tensor:
         B, T, _ = x.shape  # (B, T, D)
-        q, k, v = self.wqkv(x).split(self.split, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
-        q = apply_rope(self.q_norm(q), cos, sin)
-        k = apply_rope(self.k_norm(k), cos, sin)
+        H, Hkv = self.n_heads, self.n_kv_heads
+        qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, self.head_dim)  # (B, T, H + 2 Hkv, hd)
+        if self.qk_norm:
+            q = apply_rope(self.q_norm(qkv[:, :, :H]), cos, sin)  # (B, T, H, hd)
+            k = apply_rope(self.k_norm(qkv[:, :, H : H + Hkv]), cos, sin)  # (B, T, Hkv, hd)
+        else:
+            # Rotate queries and keys in one pass: half the elementwise kernel launches.
+            qk = apply_rope(qkv[:, :, : H + Hkv], cos, sin)  # (B, T, H + Hkv, hd)
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, Hkv, T, hd)
+        v = qkv[:, :, H + Hkv :].transpose(1, 2)  # (B, Hkv, T, hd)
         if cache is not None:
             k, v = cache.update(layer, k.to(cache.k.dtype), v.to(cache.v.dtype))
             k, v = k.to(q.dtype), v.to(q.dtype)  # (B, Hkv, S, hd)

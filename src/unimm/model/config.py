@@ -84,7 +84,8 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(
-                f"unknown ModelConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+                f"unknown ModelConfig keys: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
             )
         return cls(**d)
 

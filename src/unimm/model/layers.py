@@ -14,29 +14,31 @@ from torch import Tensor, nn
 RMSNorm = nn.RMSNorm
 
 
-def rope_cos_sin(
-    positions: Tensor, head_dim: int, theta: float = 10000.0
-) -> tuple[Tensor, Tensor]:
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
     """Rotary tables (RoFormer, arXiv 2104.09864) for explicit position ids.
 
     positions: (B, T) integer ids; any values (recipes choose them: one id per image, restarts
-    per row for left padding, ...). Returns cos, sin of shape (B, 1, T, head_dim) in float32.
+    per row for left padding, ...). Returns float32 cos and signed sin, each (B, T, 1, head_dim)
+    so they broadcast over the heads of a (B, T, H, hd) tensor; the sign of the first half of
+    sin is folded in so `apply_rope` needs no negation.
     """
     inv_freq = 1.0 / (
         theta
         ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     )  # (hd/2,)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)[:, None]  # (B, 1, T, hd)
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    cos = angles.cos().repeat(1, 1, 2)  # (B, T, hd)
+    sin = torch.cat([-sin, sin], dim=-1)  # (B, T, hd)
+    return cos[:, :, None], sin[:, :, None]  # (B, T, 1, hd)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: (B, H, T, hd); cos/sin: (B, 1, T, hd). Rotates pairs (i, i + hd/2)."""
+    """x: (B, T, H, hd); cos/sin from `rope_cos_sin`. Rotates the pairs (i, i + hd/2):
+    (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)."""
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, hd)
-    return (x * cos + rotated * sin).to(x.dtype)
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)  # (B, T, H, hd)
+    return (x * cos + swapped * sin).to(x.dtype)
 
 
 class SwiGLU(nn.Module):

@@ -21,7 +21,10 @@ from unimm.model.masks import padding_mask
 
 
 class CausalLM(Protocol):
-    """What `generate` needs from a model (unimm.model.Transformer satisfies it)."""
+    """What `generate` needs from a model (unimm.model.Transformer satisfies it): hidden states
+    from (tokens, positions, mask, cache) and a `head` from hidden states to logits, so that
+    the sampler computes logits only for the last position (a recipe with a separate image
+    head, as in Janus, exposes that head here)."""
 
     def __call__(
         self,
@@ -29,7 +32,10 @@ class CausalLM(Protocol):
         positions: Tensor | None = None,
         mask: Tensor | None = None,
         cache: KVCache | None = None,
+        return_hidden: bool = False,
     ) -> Tensor: ...
+
+    def head(self, hidden: Tensor) -> Tensor: ...
 
     def make_cache(
         self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None
@@ -198,7 +204,8 @@ def generate(
 
     stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=device)
     allowed = None
-    out: list[list[int]] = [[] for _ in range(B)]
+    new = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
+    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
 
     def cfg(logits: Tensor) -> Tensor:
@@ -210,26 +217,34 @@ def generate(
             logits = logits.masked_fill(~allowed, float("-inf"))
         return logits
 
+    def last_logits(
+        start: int, end: int, mask: Tensor, cache: KVCache | None
+    ) -> Tensor:  # (R, V) for the last of tokens[:, start:end]
+        hidden = model(tokens[:, start:end], positions[:, start:end], mask, cache, True)
+        return model.head(hidden[:, -1])
+
     cache = model.make_cache(R, total - 1) if use_cache else None
-    logits = model(tokens[:, :P], positions[:, :P], padding_mask(pad[:, :P]), cache)[:, -1]
+    logits = last_logits(0, P, padding_mask(pad[:, :P]), cache)
     if allowed_ids is not None:
         allowed = _allowed_vector(allowed_ids, logits.shape[-1], logits.device)
     for t in range(max_new_tokens):
         nxt = sample_next(
             cfg(logits), temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
         )  # (B,)
-        for b in (~done).nonzero().flatten().tolist():
-            out[b].append(int(nxt[b]))
+        new[:, t] = nxt
         if stops.numel():
-            done |= torch.isin(nxt, stops)
-        if bool(done.all()) or t == max_new_tokens - 1:
+            hit = torch.isin(nxt, stops) & ~done
+            lengths[hit] = t + 1
+            done |= hit
+            if bool(done.all()):
+                break
+        if t == max_new_tokens - 1:
             break
         S = P + t + 1  # keys after feeding this token
         tokens[:, S - 1] = nxt.repeat(R // B)
         if cache is not None:
             step_mask = valid[:, None, None, :S]  # (R, 1, 1, S): the new token sees non-padding
-            logits = model(tokens[:, S - 1 : S], positions[:, S - 1 : S], step_mask, cache)
+            logits = last_logits(S - 1, S, step_mask, cache)
         else:
-            logits = model(tokens[:, :S], positions[:, :S], padding_mask(pad[:, :S]))
-        logits = logits[:, -1]
-    return out
+            logits = last_logits(0, S, padding_mask(pad[:, :S]), None)
+    return [row[:n] for row, n in zip(new.tolist(), lengths.tolist(), strict=True)]

@@ -38,6 +38,11 @@ class SamplingConfig:
 class UnifiedModel(nn.Module):
     recipe: ClassVar[str]
 
+    @property
+    def image_resolution(self) -> int:
+        """Side of the square images this model reads and writes."""
+        raise NotImplementedError
+
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         """Return {"loss": scalar to backprop, other scalars to log}."""
         raise NotImplementedError

@@ -46,6 +46,10 @@ class ChameleonModel(UnifiedModel):
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
 
     @property
+    def image_resolution(self) -> int:
+        return self.image_tok.config.resolution
+
+    @property
     def text_tok(self) -> TextTokenizer:
         return self.parts.text
 

@@ -84,6 +84,17 @@ class VQTokenizer(nn.Module):
         self.dec_pos = nn.Parameter(torch.randn(1, n * n, c.dim) * 0.02)
         self.decoder = Transformer(c.dim, c.dec_layers, c.n_heads, c.mlp_ratio)
         self.dec_out = nn.Linear(c.dim, patch_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Start the decoder at a flat white image (the world's background) instead of noise of
+        # unit variance: the first hundred steps then go to objects, not to undoing the init.
+        nn.init.zeros_(self.dec_out.weight)
+        nn.init.constant_(self.dec_out.bias, 1.0)
+        # Residual branches start small (GPT-2 style), so each block begins near the identity.
+        for m in (*self.encoder.blocks, *self.decoder.blocks):
+            nn.init.zeros_(m.proj.weight)
+            nn.init.zeros_(m.fc2.weight)
 
     # -- pixels <-> patch tokens ---------------------------------------------------------------
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:

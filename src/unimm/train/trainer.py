@@ -90,7 +90,7 @@ def train_model(
         tokens_seen += float(out.get("tokens", 0.0))
         if step % cfg.log_every == 0 or step == 1 or step == cfg.steps:
             row = {"step": step, "lr": lr, "grad_norm": float(grad_norm)}
-            row.update({k: float(v) for k, v in out.items() if k != "tokens"})
+            row.update({k: float(v.detach()) for k, v in out.items() if k != "tokens"})
             row["seconds"] = time.perf_counter() - start
             row["tokens_per_s"] = tokens_seen / max(row["seconds"], 1e-9)
             rows.append(row)

@@ -12,7 +12,9 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     radius = max(1, int(np.ceil(3 * sigma)))
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     k /= k.sum()
-    x = np.pad(image.astype(np.float32), ((radius, radius), (radius, radius), (0, 0)), constant_values=255)
+    x = np.pad(
+        image.astype(np.float32), ((radius, radius), (radius, radius), (0, 0)), constant_values=255
+    )
     h, w = image.shape[:2]
     # (H + 2r, W, 3) after the horizontal pass, then (H, W, 3)
     x = sum(k[i] * x[:, i : i + w] for i in range(len(k)))

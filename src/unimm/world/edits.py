@@ -76,7 +76,9 @@ def _add(scene: Scene, rng: random.Random, avoid_heldout: bool, max_objects: int
         pool = [p for p in pool if p not in HELDOUT_PAIRS]
     c, s = rng.choice(pool)
     try:
-        target = place_objects(rng, [(c, s)], resolution=scene.resolution, fixed=scene.objects, max_tries=20)
+        target = place_objects(
+            rng, [(c, s)], resolution=scene.resolution, fixed=scene.objects, max_tries=20
+        )
     except ValueError:
         return None
     return Edit(f"add {phrase(c, s, 1)}", target, "add", len(scene.objects))

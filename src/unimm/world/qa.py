@@ -45,8 +45,7 @@ def _count_qs(scene: Scene, rng: random.Random) -> list[QA]:
     shapes = Counter(o.shape for o in scene.objects)
     pairs = scene.pairs()
     qs = [
-        QA(f"how many {plural(s)} are there?", NUMBER_WORDS[shapes[s]], "count", ())
-        for s in SHAPES
+        QA(f"how many {plural(s)} are there?", NUMBER_WORDS[shapes[s]], "count", ()) for s in SHAPES
     ]
     # coloured counts: every present pair plus one absent pair, so "zero" is not always shape-only
     absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]

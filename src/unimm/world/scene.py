@@ -192,7 +192,9 @@ def place_objects(
                 break
         if not ok:
             continue
-        if relation is not None and not holds(placed[relation[0]], relation[1], placed[relation[2]], resolution):
+        if relation is not None and not holds(
+            placed[relation[0]], relation[1], placed[relation[2]], resolution
+        ):
             continue
         return Scene((*fixed, *placed), resolution)
     raise ValueError(
@@ -239,7 +241,9 @@ def sample_scene(
 # ---------------------------------------------------------------- comparing scenes
 
 
-def scenes_match(a: Scene, b: Scene, pos_tol: float | None = None, size_tol: float | None = None) -> bool:
+def scenes_match(
+    a: Scene, b: Scene, pos_tol: float | None = None, size_tol: float | None = None
+) -> bool:
     """Same objects (shape and colour), matched one to one with centres within `pos_tol` px.
 
     pos_tol None means only the multiset of (colour, shape) is compared. The matching tries all
@@ -269,7 +273,10 @@ def scenes_match(a: Scene, b: Scene, pos_tol: float | None = None, size_tol: flo
                     return False
                 used.add(k)
             continue
-        if not any(all(close(p, q) for p, q in zip(xs, perm)) for perm in itertools.permutations(ys)):
+        if not any(
+            all(close(p, q) for p, q in zip(xs, perm, strict=True))
+            for perm in itertools.permutations(ys)
+        ):
             return False
     return True
 

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmark harnesses: batching, answer normalisation, input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from unimm.world.language import canonical_caption
+from unimm.world.scene import Scene
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, single spaces, no trailing period: "Two." -> "two"."""
+    return " ".join(str(text).strip().lower().rstrip(".!").split())
+
+
+def check_image(img: object, where: str) -> np.ndarray:
+    if (
+        not isinstance(img, np.ndarray)
+        or img.dtype != np.uint8
+        or img.ndim != 3
+        or img.shape[2] != 3
+    ):
+        shape = getattr(img, "shape", None)
+        dtype = getattr(img, "dtype", type(img).__name__)
+        raise ValueError(
+            f"{where}: expected an (H, W, 3) uint8 array, got shape {shape} dtype {dtype}"
+        )
+    if img.shape[0] != img.shape[1]:
+        raise ValueError(f"{where}: expected a square image, got {img.shape[:2]}")
+    return img
+
+
+def check_len(got: Sequence[object], want: int, what: str) -> None:
+    if len(got) != want:
+        raise ValueError(f"{what} returned {len(got)} results for {want} inputs")
+
+
+def describe_scene(scene: Scene) -> str:
+    return canonical_caption(scene) if scene.objects else "(nothing)"
+
+
+def mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if xs else float("nan")

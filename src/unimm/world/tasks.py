@@ -1,0 +1,131 @@
+"""Endless deterministic streams of world samples for every task.
+
+Sample i of (split, seed) is generated from its own RNG seeded by the string
+"unimm-world:{split}:{seed}:{i}", so streams are reproducible, resumable at any index, and the
+train and eval splits never share a scene generator. Held-out colour-shape pairs never appear in
+the train split (images, captions, questions, edits); tests check this on thousands of samples.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from itertools import count
+
+from unimm.data.sample import Image, Sample, Text
+from unimm.world.edits import edit
+from unimm.world.language import canonical_caption, caption
+from unimm.world.palette import HELDOUT_PAIRS
+from unimm.world.qa import QA, questions
+from unimm.world.render import render
+from unimm.world.scene import HeldoutMode, Scene, sample_scene
+
+TASKS: tuple[str, ...] = ("t2i", "caption", "vqa", "edit", "interleaved")
+DEFAULT_TASKS: dict[str, float] = {
+    "t2i": 0.35,
+    "caption": 0.15,
+    "vqa": 0.25,
+    "edit": 0.15,
+    "interleaved": 0.10,
+}
+SPLITS: tuple[str, ...] = ("train", "eval")
+
+
+def sample_rng(split: str, seed: int, index: int) -> random.Random:
+    return random.Random(f"unimm-world:{split}:{seed}:{index}")
+
+
+def _pick_question(scene: Scene, rng: random.Random, heldout: HeldoutMode) -> QA:
+    qs = questions(scene, rng, avoid_heldout=heldout == "exclude")
+    if heldout == "only":  # ask about the held-out pairs themselves where possible
+        about = [q for q in qs if any(p in HELDOUT_PAIRS for p in q.pairs)]
+        qs = about or qs
+    if not qs:
+        raise ValueError(f"no question for scene {scene}")
+    return rng.choice(qs)
+
+
+def make_sample(
+    task: str,
+    rng: random.Random,
+    resolution: int = 64,
+    heldout: HeldoutMode = "exclude",
+    min_objects: int = 1,
+    max_objects: int = 4,
+) -> Sample:
+    """One sample of `task` from a fresh random scene."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    avoid = heldout == "exclude"
+    scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
+    image = Image(render(scene))
+    if task == "t2i":
+        return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
+    if task == "caption":
+        return Sample([image, Text(canonical_caption(scene))], (1,), task, {"scene": scene})
+    if task == "vqa":
+        qa = _pick_question(scene, rng, heldout)
+        meta = {"scene": scene, "qtype": qa.qtype}
+        return Sample([image, Text(qa.question), Text(qa.answer)], (2,), task, meta)
+    while True:  # a rare scene admits no edit (full, and no object nameable uniquely)
+        try:
+            e = edit(scene, rng, avoid_heldout=avoid, max_objects=max_objects)
+            break
+        except ValueError:
+            scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
+            image = Image(render(scene))
+    target = Image(render(e.target))
+    meta = {"scene": scene, "target_scene": e.target, "edit_kind": e.kind}
+    if task == "edit":
+        return Sample([image, Text(e.instruction), target], (2,), task, meta)
+    qa = _pick_question(e.target, rng, heldout)
+    meta["qtype"] = qa.qtype
+    segments = [
+        Text(caption(scene, rng)),
+        image,
+        Text(e.instruction),
+        target,
+        Text(qa.question),
+        Text(qa.answer),
+    ]
+    return Sample(segments, (1, 3, 5), task, meta)
+
+
+def world_samples(
+    split: str,
+    seed: int,
+    tasks: dict[str, float] | None = None,
+    heldout: HeldoutMode | None = None,
+    resolution: int = 64,
+    min_objects: int = 1,
+    max_objects: int = 4,
+    start: int = 0,
+) -> Iterator[Sample]:
+    """Endless stream of samples; `tasks` maps task name -> mixture weight.
+
+    heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
+    "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    heldout = heldout or "exclude"
+    if split == "train" and heldout != "exclude":
+        raise ValueError(
+            "held-out colour-shape pairs never appear in training: use heldout='exclude'"
+        )
+    weights = dict(tasks or DEFAULT_TASKS)
+    for t, w in weights.items():
+        if t not in TASKS:
+            raise ValueError(f"unknown task {t!r}; expected one of {TASKS}")
+        if w < 0:
+            raise ValueError(f"task weight must be >= 0, got {t}={w}")
+    names = [t for t, w in weights.items() if w > 0]
+    if not names:
+        raise ValueError("at least one task needs a positive weight")
+    probs = [weights[t] for t in names]
+    for i in count(start):
+        rng = sample_rng(split, seed, i)
+        task = rng.choices(names, probs)[0]
+        sample = make_sample(task, rng, resolution, heldout, min_objects, max_objects)
+        sample.meta["index"] = i
+        yield sample

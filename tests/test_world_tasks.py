@@ -1,0 +1,91 @@
+"""Task streams: determinism, split disjointness, held-out pairs kept out of training, export."""
+
+import json
+from itertools import islice
+
+import numpy as np
+import pytest
+
+from unimm.data.sample import Image, Text
+from unimm.world.detector import detect
+from unimm.world.export import export_world
+from unimm.world.language import caption_matches
+from unimm.world.palette import HELDOUT_PAIRS
+from unimm.world.render import render
+from unimm.world.scene import scenes_match
+from unimm.world.tasks import TASKS, world_samples
+
+HELDOUT_TEXT = [f"{c} {s}" for c, s in HELDOUT_PAIRS]
+
+
+def test_stream_is_deterministic_and_resumable():
+    a = list(islice(world_samples("train", 7), 20))
+    b = list(islice(world_samples("train", 7), 20))
+    c = list(islice(world_samples("train", 7, start=10), 10))
+    assert [s.meta["scene"] for s in a] == [s.meta["scene"] for s in b]
+    assert [s.meta["scene"] for s in a[10:]] == [s.meta["scene"] for s in c]
+    ev = list(islice(world_samples("eval", 7), 20))
+    assert all(x.meta["scene"] != y.meta["scene"] for x, y in zip(a, ev, strict=True))
+
+
+def test_heldout_pairs_never_in_train():
+    n_seen = 0
+    for s in islice(world_samples("train", 0), 3000):
+        for key in ("scene", "target_scene"):
+            if key in s.meta:
+                assert not s.meta[key].has_heldout()
+        for seg in s.segments:
+            if isinstance(seg, Text):
+                assert not any(h in seg.text for h in HELDOUT_TEXT), seg.text
+        n_seen += 1
+    assert n_seen == 3000
+    with pytest.raises(ValueError, match="held-out"):
+        next(world_samples("train", 0, heldout="only"))
+
+
+def test_sample_layouts():
+    seen = set()
+    for s in islice(world_samples("eval", 1, tasks={t: 1.0 for t in TASKS}), 200):
+        seen.add(s.task)
+        kinds = ["T" if isinstance(x, Text) else "I" for x in s.segments]
+        want = {
+            "t2i": ("TI", (1,)),
+            "caption": ("IT", (1,)),
+            "vqa": ("ITT", (2,)),
+            "edit": ("ITI", (2,)),
+            "interleaved": ("TITITT", (1, 3, 5)),
+        }
+        assert ("".join(kinds), s.targets) == want[s.task]
+        img = s.segments[1 if s.task in ("t2i", "interleaved") else 0]
+        assert isinstance(img, Image) and np.array_equal(img.pixels, render(s.meta["scene"]))
+        if s.task == "caption":
+            assert caption_matches(s.segments[1].text, s.meta["scene"])
+        if s.task in ("edit", "interleaved"):
+            out = s.segments[-1 if s.task == "edit" else 3].pixels
+            assert scenes_match(detect(out), s.meta["target_scene"], pos_tol=0)
+    assert seen == set(TASKS)
+
+
+def test_heldout_eval_stream_asks_about_heldout_pairs():
+    vqa = list(islice(world_samples("eval", 0, {"vqa": 1.0}, heldout="only"), 100))
+    assert all(s.meta["scene"].has_heldout() for s in vqa)
+    mention = sum(any(h in s.segments[1].text for h in HELDOUT_TEXT) for s in vqa)
+    assert mention > 30
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        next(world_samples("test", 0))
+    with pytest.raises(ValueError, match="unknown task"):
+        next(world_samples("train", 0, tasks={"dance": 1.0}))
+
+
+def test_export_world(tmp_path):
+    out = export_world(tmp_path / "w", 12, "train", 3, progress=False)
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and not list(tmp_path.glob(".w.*"))
+    for r in rows:
+        for seg in r["segments"]:
+            assert "text" in seg or (out / seg["image"]).is_file()
+    with pytest.raises(ValueError, match="exists"):
+        export_world(tmp_path / "w", 2, "train", 3, progress=False)
