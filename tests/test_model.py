@@ -142,3 +142,20 @@ def test_rope_is_relative_and_embeds_path() -> None:
     hidden = model(tokens, return_hidden=True)
     assert hidden.shape == (2, 7, 32)
     torch.testing.assert_close(model.head(hidden), base)
+
+
+def test_bf16_autocast_forward_and_cache() -> None:
+    model = Transformer(MODEL_PRESETS["tiny"]())
+    tokens = torch.randint(0, 64, (2, 10))
+    ref = model(tokens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(tokens)
+        cache = model.make_cache(2, 10)
+        stepped = torch.cat(
+            [model(tokens[:, :6], cache=cache)]
+            + [model(tokens[:, t : t + 1], cache=cache) for t in range(6, 10)],
+            dim=1,
+        )
+    assert full.dtype == torch.bfloat16
+    torch.testing.assert_close(full.float(), ref, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(stepped.float(), full.float(), atol=0.05, rtol=0.05)

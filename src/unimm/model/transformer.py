@@ -120,6 +120,11 @@ class Transformer(nn.Module):
         elif positions.shape != (B, T):
             raise ValueError(f"positions must be (B, T) = {(B, T)}, got {tuple(positions.shape)}")
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        if torch.is_autocast_enabled(x.device.type):
+            # Rotate in the autocast dtype: q/k arrive in bf16, and fp32 tables would promote
+            # every rotation to fp32 and back (angles themselves are still computed in fp32).
+            dtype = torch.get_autocast_dtype(x.device.type)
+            cos, sin = cos.to(dtype), sin.to(dtype)
 
         is_causal = False
         if mask is not None:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimm.tokenizers.fsq import FSQ
@@ -38,12 +39,30 @@ class VQConfig:
     n_heads: int = 4
     mlp_ratio: float = 4.0
     fsq_levels: tuple[int, ...] = (8, 8, 8)
+    # How a decoder token becomes pixels. "linear": one linear layer to its p*p*3 pixels (mixes
+    # a fixed set of `dim` basis patches, which smears edges at arbitrary positions). "mlp": a
+    # per-patch MLP of width head_hidden. "conv": each token unfolds into 2x2 sub-tokens of
+    # head_hidden channels at twice the grid resolution, two 3x3 convolutions there give
+    # sub-patch detail and continuity across patch borders, and a 1x1 layer emits (p/2)^2*3
+    # pixels per position. Convolutions run only at grid*2 (16x16 for 64 px), where they are cheap.
+    head: str = "linear"
+    head_hidden: int = 0
+    head_stages: int = 1  # "conv" only: number of 2x upsamplings (channels halve at each)
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         if self.resolution % self.patch:
             raise ValueError(
                 f"resolution ({self.resolution}) must be a multiple of patch ({self.patch})"
+            )
+        if self.head not in ("linear", "mlp", "conv"):
+            raise ValueError(f"head must be 'linear', 'mlp' or 'conv', got {self.head!r}")
+        if self.head != "linear" and self.head_hidden <= 0:
+            raise ValueError(f"head {self.head!r} needs head_hidden > 0")
+        if self.head == "conv" and self.patch % (2**self.head_stages):
+            raise ValueError(
+                f"head 'conv' with {self.head_stages} stages needs patch divisible by "
+                f"{2**self.head_stages}, got {self.patch}"
             )
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
@@ -83,7 +102,15 @@ class VQTokenizer(nn.Module):
         self.dec_in = nn.Linear(self.fsq.dim, c.dim)
         self.dec_pos = nn.Parameter(torch.randn(1, n * n, c.dim) * 0.02)
         self.decoder = Transformer(c.dim, c.dec_layers, c.n_heads, c.mlp_ratio)
-        self.dec_out = nn.Linear(c.dim, patch_dim)
+        if c.head == "mlp":
+            self.dec_head = nn.Sequential(nn.Linear(c.dim, c.head_hidden), nn.GELU())
+            self.dec_out = nn.Linear(c.head_hidden, patch_dim)
+        elif c.head == "conv":
+            self.dec_head = _ConvHead(c.dim, c.head_hidden, n, c.head_stages)
+            self.dec_out = nn.Linear(self.dec_head.out_channels, patch_dim // 4**c.head_stages)
+        else:
+            self.dec_head = nn.Identity()
+            self.dec_out = nn.Linear(c.dim, patch_dim)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -103,18 +130,17 @@ class VQTokenizer(nn.Module):
         x = x.reshape(B, C, h, p, w, p).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, p, p, C)
         return x.reshape(B, h * w, p * p * C)  # (B, T, p*p*3)
 
-    def _unpatchify(self, t: torch.Tensor) -> torch.Tensor:
+    def _unpatchify(self, t: torch.Tensor, p: int | None = None) -> torch.Tensor:
         B = t.shape[0]
-        p, (h, w) = self.config.patch, self.grid
+        p = p or self.config.patch
+        h = w = self.config.resolution // p
         x = t.reshape(B, h, w, p, p, 3).permute(0, 5, 1, 3, 2, 4)  # (B, 3, h, p, w, p)
         return x.reshape(B, 3, h * p, w * p)
 
     def _check_images(self, images: torch.Tensor) -> None:
         r = self.config.resolution
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (r, r):
-            raise ValueError(
-                f"expected images shaped (B, 3, {r}, {r}), got {tuple(images.shape)}"
-            )
+            raise ValueError(f"expected images shaped (B, 3, {r}, {r}), got {tuple(images.shape)}")
 
     # -- network halves ------------------------------------------------------------------------
     def _encode_latent(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +151,10 @@ class VQTokenizer(nn.Module):
 
     def _decode_latent(self, q: torch.Tensor) -> torch.Tensor:
         x = self.dec_in(q.to(self.dec_in.weight.dtype)) + self.dec_pos  # (B, T, D)
-        return self._unpatchify(self.dec_out(self.decoder(x)))  # (B, 3, H, W)
+        pixels = self.dec_out(self.dec_head(self.decoder(x)))  # (B, T or 4T, p*p*3 or /4)
+        if self.config.head == "conv":
+            return self._unpatchify(pixels, self.config.patch // 2**self.config.head_stages)
+        return self._unpatchify(pixels)  # (B, 3, H, W)
 
     # -- public API ----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -144,8 +173,10 @@ class VQTokenizer(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, h, w) long codes -> (B, 3, H, W) float in [-1, 1]."""
         if codes.ndim != 3 or tuple(codes.shape[1:]) != self.grid:
-            raise ValueError(f"expected codes shaped (B, {self.grid[0]}, {self.grid[1]}), "
-                             f"got {tuple(codes.shape)}")
+            raise ValueError(
+                f"expected codes shaped (B, {self.grid[0]}, {self.grid[1]}), "
+                f"got {tuple(codes.shape)}"
+            )
         q = self.fsq.indices_to_codes(codes.reshape(codes.shape[0], -1))  # (B, T, d)
         return self._decode_latent(q).clamp(-1.0, 1.0)
 
@@ -190,8 +221,43 @@ class VQTokenizer(nn.Module):
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"VQ tokenizer weights {w_path} do not match {cfg_path}: {e}") from None
+            msg = f"VQ tokenizer weights {w_path} do not match {cfg_path}: {e}"
+            raise ValueError(msg) from None
         return model.eval()
+
+
+class _Upsample(nn.Module):
+    """(B, C_in, n, n) -> (B, C_out, 2n, 2n): each position unfolds into 2x2 children, then a
+    residual pair of 3x3 convolutions mixes neighbours (sub-patch detail, smooth patch borders)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.c_out = c_out
+        self.unfold = nn.Conv2d(c_in, 4 * c_out, 1)
+        self.conv1 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(F.pixel_shuffle(self.unfold(x), 2))  # (B, C_out, 2n, 2n)
+        return y + self.conv2(F.gelu(self.conv1(y)))
+
+
+class _ConvHead(nn.Module):
+    """Decoder tokens (B, n*n, D) -> features (B, (2^s n)^2, C_s) on a grid 2^s times finer."""
+
+    def __init__(self, dim: int, channels: int, n: int, stages: int) -> None:
+        super().__init__()
+        self.n = n
+        widths = [dim] + [max(channels >> i, 8) for i in range(stages)]
+        self.stages = nn.ModuleList(_Upsample(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.out_channels = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        y = x.transpose(1, 2).reshape(B, D, self.n, self.n)  # (B, D, n, n)
+        for stage in self.stages:
+            y = stage(y)
+        return F.gelu(y).flatten(2).transpose(1, 2)  # (B, T', C), row-major over the fine grid
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -116,7 +116,7 @@ def _lr_at(progress: float, lr: float, warmup: float = 0.03) -> float:
 
 def train_vq(
     config: VQConfig,
-    out_dir: str | Path | None,
+    out_dir: str | Path,
     *,
     seconds: float | None = None,
     steps: int | None = None,
@@ -134,7 +134,7 @@ def train_vq(
 
     The learning-rate schedule runs on whichever budget is spent first. With `curve_every`,
     a quick evaluation on `curve_n` scenes runs every that many training seconds (its own time
-    is not counted) and lands in metrics["curve"]. Saves to out_dir (unless None) with
+    is not counted) and lands in metrics["curve"]. Saves the tokenizer to out_dir with
     metrics.json, and returns the metrics.
     """
     if seconds is None and steps is None:
@@ -148,8 +148,12 @@ def train_vq(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps if seconds is None else int(seconds), unit="step" if seconds is None
-                   else "s", desc="vq", dynamic_ncols=True)
+        bar = tqdm(
+            total=steps if seconds is None else int(seconds),
+            unit="step" if seconds is None else "s",
+            desc="vq",
+            dynamic_ncols=True,
+        )
     trained, step, curve, next_curve = 0.0, 0, [], curve_every
     first_loss = last_loss = None
     while True:
@@ -176,7 +180,8 @@ def train_vq(
             bar.update(1 if seconds is None else int(trained) - bar.n)
             bar.set_postfix(loss=f"{last_loss:.4f}", step=step)
         if log is not None and step % 25 == 0:
-            log({"step": step, "seconds": trained, "loss": last_loss, "lr": opt.param_groups[0]["lr"]})
+            lr_now = opt.param_groups[0]["lr"]
+            log({"step": step, "seconds": trained, "loss": last_loss, "lr": lr_now})
         if next_curve is not None and trained >= next_curve:
             point = {"seconds": round(trained, 1), "steps": step, **evaluate_vq(tok, n=curve_n)}
             curve.append(point)
@@ -198,11 +203,9 @@ def train_vq(
     }
     if curve:
         metrics["curve"] = curve
-    if out_dir is not None:
-        out = Path(out_dir)
-        tok.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    metrics["tokenizer"] = tok
+    out = Path(out_dir)
+    tok.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -217,9 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    m = train_vq(VQ_PRESETS[args.preset](), args.out, seconds=args.seconds, steps=args.steps,
-                 batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    m.pop("tokenizer")
+    m = train_vq(
+        VQ_PRESETS[args.preset](),
+        args.out,
+        seconds=args.seconds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
     print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
 
 

@@ -6,6 +6,7 @@ Model code knows nothing of this loop; any UnifiedModel trains here on any strea
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -23,6 +24,11 @@ from unimm.train.schedule import lr_at
 
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -64,7 +70,7 @@ def train_model(
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, desc="train", disable=not progress, dynamic_ncols=True)
     tokens_seen = 0.0
-    step = 0
+    done = 0
     for step in range(1, cfg.steps + 1):
         elapsed = time.perf_counter() - start
         if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
@@ -93,11 +99,13 @@ def train_model(
             row.update({k: float(v.detach()) for k, v in out.items() if k != "tokens"})
             row["seconds"] = time.perf_counter() - start
             row["tokens_per_s"] = tokens_seen / max(row["seconds"], 1e-9)
+            row["peak_rss_mb"] = peak_rss_mb()
             rows.append(row)
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.1e}")
         bar.update(1)
+        done = step
         if on_save and cfg.save_every and step % cfg.save_every == 0:
             on_save(step)
     bar.close()
@@ -105,8 +113,14 @@ def train_model(
     seconds = time.perf_counter() - start
     write_json(
         out_dir / STATE_FILE,
-        {"step": step, "seconds": seconds, "tokens": tokens_seen, "config": to_dict(cfg)},
+        {
+            "step": done,
+            "seconds": seconds,
+            "tokens": tokens_seen,
+            "peak_rss_mb": peak_rss_mb(),
+            "config": to_dict(cfg),
+        },
     )
     if on_save:
-        on_save(step)
+        on_save(done)
     return rows
