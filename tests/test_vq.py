@@ -33,6 +33,22 @@ def test_shapes_and_code_range() -> None:
     assert recon.shape == x.shape and torch.equal(codes2, codes) and "latent" in aux
 
 
+@pytest.mark.parametrize("head", ["linear", "mlp", "conv", "conv2"])
+def test_every_head_and_the_small_preset_keep_shapes(head: str) -> None:
+    kw = {"linear": {}, "mlp": {"head": "mlp", "head_hidden": 24}}.get(head, {})
+    if head.startswith("conv"):
+        kw = {"head": "conv", "head_hidden": 16, "head_stages": 2 if head == "conv2" else 1}
+    for cfg in (
+        VQConfig(dim=32, enc_layers=1, dec_layers=1, n_heads=2, **kw),
+        VQ_PRESETS["small"](),
+    ):
+        tok = VQTokenizer(cfg).eval()
+        x = torch.rand(2, 3, 64, 64) * 2 - 1
+        recon, codes, _ = tok(x)
+        assert recon.shape == x.shape and codes.shape == (2, 8, 8)
+    assert VQ_PRESETS["small"]().codebook_size <= 1024
+
+
 def test_bad_inputs_raise() -> None:
     tok = _tiny()
     with pytest.raises(ValueError, match="3, 64, 64"):

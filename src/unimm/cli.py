@@ -134,7 +134,12 @@ def _run(args: argparse.Namespace) -> None:
         model, run_dir = pipeline.load_checkpoint(args.checkpoint)
         out = Path(args.out) if args.out else run_dir
         metrics = pipeline.evaluate_run(
-            model, out, args.per_task, args.images_per_prompt, args.questions, args.captions,
+            model,
+            out,
+            args.per_task,
+            args.images_per_prompt,
+            args.questions,
+            args.captions,
             args.seed,
         )
         print(pipeline.summary_line(metrics))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
@@ -50,7 +51,10 @@ def train_run(
     overrides: list[str] | None = None,
     image_tokenizer: str | Path | None = None,
     progress: bool = True,
+    on_saved: Callable[[int], None] | None = None,
 ) -> UnifiedModel:
+    """Train the text tokenizer, the image tokenizer (unless one is given) and the unified model
+    into run directory `out`; on_saved(step) runs after each checkpoint save."""
     cfg = get_run_config(preset, overrides)
     recipe_class(cfg.recipe)  # fail on an unknown recipe before any training
     out = Path(out)
@@ -88,6 +92,11 @@ def train_run(
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"training {cfg.recipe} ({n_params / 1e6:.1f}M parameters) for {cfg.train.steps} steps")
 
+    def save(step: int) -> None:
+        model.save_pretrained(out / CHECKPOINT_DIR)
+        if on_saved is not None:
+            on_saved(step)
+
     t0 = time.perf_counter()
     train_model(
         model,
@@ -95,7 +104,7 @@ def train_run(
         world_samples("train", cfg.train.seed, cfg.train.tasks),
         out,
         progress=progress,
-        on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),
+        on_save=save,
     )
     timings["model_s"] = time.perf_counter() - t0
     write_json(out / "timings.json", timings)
@@ -148,7 +157,9 @@ def evaluate_run(
     results["model"] = model.describe()
     results["sampling"] = vars(sampling)
     log_path = out / "train_log.jsonl"
-    log_rows = [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    log_rows = (
+        [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
+    )
     write_report(out, results, title=f"unimm evaluation: {model.recipe}", loss_rows=log_rows)
     return results
 

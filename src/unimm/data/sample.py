@@ -28,7 +28,9 @@ class Image:
         if not isinstance(p, np.ndarray) or p.dtype != np.uint8 or p.ndim != 3 or p.shape[2] != 3:
             shape = getattr(p, "shape", None)
             dtype = getattr(p, "dtype", type(p).__name__)
-            raise ValueError(f"Image needs a (H, W, 3) uint8 array, got shape {shape} dtype {dtype}")
+            raise ValueError(
+                f"Image needs a (H, W, 3) uint8 array, got shape {shape} dtype {dtype}"
+            )
 
 
 Segment = Text | Image

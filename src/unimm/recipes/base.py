@@ -102,5 +102,7 @@ class UnifiedModel(nn.Module):
             out += [s.text for s in self.generate(prompts[i : i + batch_size], "text", sampling)]
         return out
 
-    def caption(self, images: list[np.ndarray], sampling: SamplingConfig | None = None) -> list[str]:
+    def caption(
+        self, images: list[np.ndarray], sampling: SamplingConfig | None = None
+    ) -> list[str]:
         return self.answer(images, [""] * len(images), sampling)

@@ -140,7 +140,9 @@ class ChameleonModel(UnifiedModel):
                 top_p=sampling.top_p,
                 cfg_scale=sampling.cfg_scale,
                 uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
-                allowed_ids=range(self.image_offset, self.image_offset + self.image_tok.codebook_size),
+                allowed_ids=range(
+                    self.image_offset, self.image_offset + self.image_tok.codebook_size
+                ),
                 generator=gen,
             )
             grid = torch.tensor(codes) - self.image_offset
@@ -158,7 +160,9 @@ class ChameleonModel(UnifiedModel):
             stop_ids=[self.text_tok.eos_id],
             generator=gen,
         )
-        return [Text(self.text_tok.decode(t for t in row if t != self.text_tok.eos_id)) for row in out]
+        return [
+            Text(self.text_tok.decode(t for t in row if t != self.text_tok.eos_id)) for row in out
+        ]
 
     # ----- checkpoints ----------------------------------------------------------------------
 
