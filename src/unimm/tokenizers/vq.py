@@ -87,16 +87,16 @@ def _tiny() -> VQConfig:
 
 
 def _small() -> VQConfig:
-    """The quickstart tokenizer (docs/LOG.md, "Image tokenizer"): 1.2M parameters, 1000 codes."""
+    """The quickstart tokenizer (docs/LOG.md, "Image tokenizer"): 1.1M parameters, 512 codes."""
     return VQConfig(
         dim=128,
         enc_layers=2,
         dec_layers=3,
         n_heads=4,
-        fsq_levels=(8, 5, 5, 5),
+        fsq_levels=(8, 8, 8),
         head="conv",
         head_hidden=64,
-        head_stages=2,
+        head_stages=1,
     )
 
 

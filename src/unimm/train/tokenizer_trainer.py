@@ -1,9 +1,12 @@
 """Train and evaluate the discrete image tokenizer on freshly rendered scene-world images.
 
-Run (the quickstart tokenizer, about 3 minutes on 2 CPU cores):
-    PYTHONPATH=src python -m unimm.train.tokenizer_trainer --preset small --seconds 180 \
+Run (the quickstart tokenizer; 2000 steps of batch 32, about 3-4 minutes on 2 idle CPU cores):
+    PYTHONPATH=src python -m unimm.train.tokenizer_trainer --preset small --steps 2000 \
         --out runs/vq_small
-Expected: see docs/LOG.md, section "Image tokenizer", for the measured PSNR and re-detection.
+Expected (docs/LOG.md, "Image tokenizer"): PSNR about 28 dB, about 89 % of held-out-seed
+scenes keep the world detector's verdict (below the 99 % goal), about 70 % of scenes with
+held-out colour-shape pairs. `--seconds 180` instead budgets wall clock: about 1270 steps on an
+idle machine, PSNR 26.6 dB, 73 % kept (fewer steps on a busy machine).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def train_vq(
     *,
     seconds: float | None = None,
     steps: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
@@ -191,8 +194,12 @@ def train_vq(
     if bar is not None:
         bar.close()
     tok.eval()
+    held = evaluate_vq(tok, n=eval_n, heldout="only")
     metrics = {
         **evaluate_vq(tok, n=eval_n),
+        # scenes with a colour-shape pair the tokenizer never saw (shared/WORLD.md)
+        "heldout_redetect_rate": held["redetect_rate"],
+        "heldout_psnr": held["psnr"],
         "steps": step,
         "seconds": trained,
         "first_loss": first_loss,
@@ -215,11 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--curve-every", type=float, default=None, help="eval every N train seconds")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     m = train_vq(
         VQ_PRESETS[args.preset](),
         args.out,
@@ -228,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        curve_every=args.curve_every,
     )
     print(json.dumps({k: v for k, v in m.items() if k != "config"}, indent=2))
 
