@@ -99,3 +99,32 @@ def test_world_export(tmp_path, capsys):
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 12
     assert list(out.glob("**/*.png"))
+
+
+def test_eval_writes_report(tiny_run, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, stdout, err = run(
+        capsys,
+        "eval",
+        str(tiny_run),
+        "--out",
+        str(out),
+        "--per-task",
+        "2",
+        "--images-per-prompt",
+        "1",
+        "--questions",
+        "6",
+        "--captions",
+        "3",
+    )
+    assert code == 0, err
+    assert "GenEval-scene in-distribution" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"geneval_in", "geneval_heldout", "vqa_eval", "vqa_heldout", "caption_eval"} <= set(
+        metrics
+    )
+    assert 0.0 <= metrics["geneval_in"]["overall"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert "GenEval-scene" in report and (out / "loss.png").exists()
+    assert list(out.glob("geneval_in_*.png"))

@@ -139,3 +139,45 @@ def test_tiny_training_lowers_loss(tmp_path) -> None:
     tok = VQTokenizer.from_pretrained(tmp_path)
     x, _ = render_batch(random.Random(5), 4, 64)
     assert tok.encode(x).shape == (4, 8, 8)
+
+
+def test_ink_weights_favour_objects_and_keep_mean_one() -> None:
+    from unimm.train.tokenizer_trainer import ink_weights
+
+    x = torch.ones(2, 3, 16, 16)  # white canvases
+    x[0, 0, 4:8, 4:8] = -0.5  # one 4x4 object in the first image
+    w = ink_weights(x, 4.0)
+    assert w.shape == (2, 1, 16, 16)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    # the object, its 1-px ring, then plain background: 5x heavier inside the grown mask
+    assert w[0, 0, 5, 5] == w[0, 0, 3, 3] and w[0, 0, 5, 5] / w[0, 0, 0, 0] == pytest.approx(5.0)
+    assert torch.all(w[1] == w[1, 0, 0, 0])  # a blank image is weighted uniformly
+    assert torch.equal(ink_weights(x, 0.0), torch.ones_like(w))
+
+
+def test_training_options_ema_weighting_and_more_objects(tmp_path) -> None:
+    pytest.importorskip("unimm.world.detector")
+    from unimm.train.tokenizer_trainer import render_batch, train_vq
+
+    torch.set_num_threads(1)
+    _, scenes = render_batch(random.Random(0), 40, 64, max_objects=8)
+    assert max(len(s.objects) for s in scenes) > 4
+    with pytest.raises(ValueError, match="ema"):
+        train_vq(VQ_PRESETS["tiny"](), tmp_path, steps=1, ema=1.5, progress=False)
+    m = train_vq(
+        VQ_PRESETS["tiny"](),
+        tmp_path,
+        steps=30,
+        batch_size=8,
+        lr=3e-3,
+        progress=False,
+        eval_n=10,
+        max_objects=6,
+        ink_weight=3.0,
+        ema=0.9,
+    )
+    assert m["final_loss"] < m["first_loss"] and m["ema"] == 0.9 and m["max_objects"] == 6
+    # what was saved is the averaged model that was evaluated
+    tok = VQTokenizer.from_pretrained(tmp_path)
+    x, _ = render_batch(random.Random(5), 2, 64)
+    assert tok.encode(x).shape == (2, 8, 8)

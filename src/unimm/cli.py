@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace) -> None:
             args.questions,
             args.captions,
             args.seed,
+            log_dir=run_dir,
         )
         print(pipeline.summary_line(metrics))
         print(f"report: {out / 'report.md'}")

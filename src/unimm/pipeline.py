@@ -131,7 +131,10 @@ def evaluate_run(
     seed: int = 0,
     sampling: SamplingConfig | None = None,
     progress: bool = True,
+    log_dir: str | Path | None = None,
 ) -> dict:
+    """Run every scene-world benchmark on `model` and write report.md + metrics.json into `out`;
+    the loss curve comes from log_dir/train_log.jsonl (default: `out`) when there is one."""
     from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.report import write_report
     from unimm.evaluate.understanding import caption_scene, vqa_scene
@@ -156,7 +159,7 @@ def evaluate_run(
     results["eval_seconds"] = time.perf_counter() - t0
     results["model"] = model.describe()
     results["sampling"] = vars(sampling)
-    log_path = out / "train_log.jsonl"
+    log_path = Path(log_dir or out) / "train_log.jsonl"
     log_rows = (
         [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     )

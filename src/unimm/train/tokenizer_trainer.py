@@ -12,6 +12,7 @@ idle machine, PSNR 26.6 dB, 73 % kept (fewer steps on a busy machine).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -41,15 +42,18 @@ def _world() -> tuple[Callable, Callable, Callable]:
 
 
 def render_batch(
-    rng: random.Random, n: int, resolution: int, heldout: str = "exclude"
+    rng: random.Random, n: int, resolution: int, heldout: str = "exclude", max_objects: int = 4
 ) -> tuple[torch.Tensor, list]:
-    """n fresh scenes -> ((n, 3, R, R) float in [-1, 1], the scenes).
+    """n fresh scenes of 1..max_objects objects -> ((n, 3, R, R) float in [-1, 1], the scenes).
 
     Training uses heldout="exclude": the held-out colour-shape pairs never appear in any
     training image (shared/WORLD.md), the tokenizer included.
     """
     sample_scene, render, _ = _world()
-    scenes = [sample_scene(rng, resolution=resolution, heldout=heldout) for _ in range(n)]
+    scenes = [
+        sample_scene(rng, resolution=resolution, max_objects=max_objects, heldout=heldout)
+        for _ in range(n)
+    ]
     return to_tensor(np.stack([render(s) for s in scenes])), scenes
 
 
@@ -117,6 +121,19 @@ def _lr_at(progress: float, lr: float, warmup: float = 0.03) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def ink_weights(x: torch.Tensor, ink_weight: float) -> torch.Tensor:
+    """(B, 3, H, W) targets in [-1, 1] -> per-pixel loss weights (B, 1, H, W), mean 1.
+
+    Pixels that are not background white, and their 1-px ring (the edges), weigh 1 + ink_weight:
+    objects cover under a tenth of a scene, so plain MSE spends most of its gradient on keeping
+    the background flat, while shapes and colours are what the detector (and the AR model) read.
+    """
+    ink = (x < 0.99).any(1, keepdim=True).float()  # (B, 1, H, W)
+    ink = F.max_pool2d(ink, 3, stride=1, padding=1)  # grow by one pixel to cover both edge sides
+    w = 1.0 + ink_weight * ink
+    return w / w.mean()
+
+
 def train_vq(
     config: VQConfig,
     out_dir: str | Path,
@@ -132,6 +149,9 @@ def train_vq(
     curve_every: float | None = None,
     curve_n: int = 200,
     bf16: bool = True,
+    max_objects: int = 4,
+    ink_weight: float = 0.0,
+    ema: float | None = None,
 ) -> dict:
     """Train a VQTokenizer on streamed world renders for `seconds` of wall clock or `steps`.
 
@@ -142,10 +162,17 @@ def train_vq(
     """
     if seconds is None and steps is None:
         raise ValueError("train_vq needs a budget: seconds=..., steps=..., or both")
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema must be a decay in (0, 1) or None, got {ema}")
+    if ink_weight < 0:
+        raise ValueError(f"ink_weight must be >= 0, got {ink_weight}")
     torch.manual_seed(seed)
     rng = random.Random(f"vq-train-{seed}")
     tok = VQTokenizer(config)
     tok.train()
+    # An exponential moving average of the weights is what gets evaluated and saved: it averages
+    # out the step-to-step noise of a short, high-lr run (Polyak averaging).
+    avg = copy.deepcopy(tok).eval().requires_grad_(False) if ema is not None else None
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     bar = None
     if progress:
@@ -166,14 +193,20 @@ def train_vq(
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(frac, lr)
-        x, _ = render_batch(rng, batch_size, config.resolution)
+        x, _ = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             recon, _, _ = tok(x)
-        loss = F.mse_loss(recon.float(), x)
+        err = (recon.float() - x) ** 2  # (B, 3, H, W)
+        loss = (err * ink_weights(x, ink_weight)).mean() if ink_weight else err.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
         opt.step()
+        if avg is not None:
+            with torch.no_grad():
+                # warm start: early on the average follows the weights closely
+                decay = min(ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(avg.parameters()), list(tok.parameters()), 1.0 - decay)
         dt = time.perf_counter() - t0
         trained += dt
         step += 1
@@ -186,14 +219,15 @@ def train_vq(
             lr_now = opt.param_groups[0]["lr"]
             log({"step": step, "seconds": trained, "loss": last_loss, "lr": lr_now})
         if next_curve is not None and trained >= next_curve:
-            point = {"seconds": round(trained, 1), "steps": step, **evaluate_vq(tok, n=curve_n)}
+            judged = avg if avg is not None else tok
+            point = {"seconds": round(trained, 1), "steps": step, **evaluate_vq(judged, n=curve_n)}
             curve.append(point)
             if log is not None:
                 log(point)
             next_curve += curve_every
     if bar is not None:
         bar.close()
-    tok.eval()
+    tok = avg if avg is not None else tok.eval()
     held = evaluate_vq(tok, n=eval_n, heldout="only")
     metrics = {
         **evaluate_vq(tok, n=eval_n),
@@ -206,6 +240,9 @@ def train_vq(
         "final_loss": last_loss,
         "batch_size": batch_size,
         "lr": lr,
+        "max_objects": max_objects,
+        "ink_weight": ink_weight,
+        "ema": ema,
         "config": {**asdict(config), "fsq_levels": list(config.fsq_levels)},
     }
     if curve:
