@@ -148,13 +148,17 @@ def evaluate_run(
 
     t0 = time.perf_counter()
     results = {
-        "geneval_in": geneval_scene(gen, "in", per_task, images_per_prompt, seed, progress),
-        "geneval_heldout": geneval_scene(
-            gen, "heldout", per_task, images_per_prompt, seed, progress
+        "geneval_in": geneval_scene(
+            gen, "in", per_task, images_per_prompt, seed=seed, progress=progress
         ),
-        "vqa_eval": vqa_scene(model.answer, "eval", questions, seed, progress),
-        "vqa_heldout": vqa_scene(model.answer, "heldout", questions, seed, progress),
-        "caption_eval": caption_scene(model.caption, "eval", captions, seed, progress),
+        "geneval_heldout": geneval_scene(
+            gen, "heldout", per_task, images_per_prompt, seed=seed, progress=progress
+        ),
+        "vqa_eval": vqa_scene(model.answer, "eval", questions, seed=seed, progress=progress),
+        "vqa_heldout": vqa_scene(model.answer, "heldout", questions, seed=seed, progress=progress),
+        "caption_eval": caption_scene(
+            model.caption, "eval", captions, seed=seed, progress=progress
+        ),
     }
     results["eval_seconds"] = time.perf_counter() - t0
     results["model"] = model.describe()

@@ -152,6 +152,7 @@ def train_vq(
     max_objects: int = 4,
     ink_weight: float = 0.0,
     ema: float | None = None,
+    warmup: float = 0.03,
 ) -> dict:
     """Train a VQTokenizer on streamed world renders for `seconds` of wall clock or `steps`.
 
@@ -192,7 +193,7 @@ def train_vq(
             break
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = _lr_at(frac, lr)
+            g["lr"] = _lr_at(frac, lr, warmup)
         x, _ = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             recon, _, _ = tok(x)
@@ -243,6 +244,7 @@ def train_vq(
         "max_objects": max_objects,
         "ink_weight": ink_weight,
         "ema": ema,
+        "warmup": warmup,
         "config": {**asdict(config), "fsq_levels": list(config.fsq_levels)},
     }
     if curve:
