@@ -22,6 +22,9 @@ class KVCache:
     the batch shares `length` (generation left-pads prompts so that rows stay aligned).
     `crop(n)` rolls back to n tokens (run a span against a cached context, then forget it) and
     `select(rows)` keeps a subset or reordering of batch rows.
+    `state` holds per-row running values that a recipe carries along with the cache (e.g. how
+    many image tokens each row has seen, for image-position embeddings); select() reorders
+    them, and crop() refuses to roll back a cache that has any, since it cannot undo them.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
+        self.state: dict[str, Tensor] = {}  # per-row tensors, first dim = batch
 
     @property
     def max_len(self) -> int:
@@ -65,6 +69,8 @@ class KVCache:
     def crop(self, length: int) -> None:
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot crop a KVCache of length {self.length} to {length}")
+        if self.state and length != self.length:
+            raise ValueError(f"cannot crop a KVCache that carries state {sorted(self.state)}")
         self.length = length
 
     def select(self, rows: Tensor | list[int]) -> None:
@@ -72,6 +78,7 @@ class KVCache:
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.k.device)
         self.k = self.k.index_select(1, idx)
         self.v = self.v.index_select(1, idx)
+        self.state = {k: v.index_select(0, idx) for k, v in self.state.items()}
 
 
 class Attention(nn.Module):

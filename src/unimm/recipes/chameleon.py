@@ -8,6 +8,11 @@ where the unconditional row is the prompt with its text dropped, learned by drop
 caption with probability 0.1 in training).
 
 Vocabulary: [0, text_vocab) text ids and markers, [text_vocab, text_vocab + codebook) image codes.
+
+Positions: 1-D RoPE over the whole sequence, plus a learned (row, column) embedding added to
+every image-code token. Relative positions alone leave the model to infer where in the grid a
+token sits by counting from <boi>; the absolute 2-D embedding gives it directly (LlamaGen uses
+2-D RoPE on the grid for the same reason; Transfusion and BAGEL add 2-D position embeddings).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from unimm.checkpoint import (
     WEIGHTS_FILE,
@@ -27,6 +33,8 @@ from unimm.checkpoint import (
 from unimm.data.images import to_tensor, to_uint8
 from unimm.data.sample import Image, Sample, Segment, Text
 from unimm.data.sequence import TokenSequence, build_sequence, collate
+from unimm.model.attention import KVCache
+from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
@@ -44,6 +52,46 @@ class ChameleonModel(UnifiedModel):
         self.backbone = Transformer(parts.config.model)
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
+        h, w = parts.image.grid
+        dim = parts.config.model.dim
+        self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
+        self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+
+    # The three members below make this model a `CausalLM` for the AR sampler.
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.backbone.config
+
+    def make_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        return self.backbone.make_cache(batch_size, max_len)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.backbone.head(hidden)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+    ) -> torch.Tensor:
+        """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
+        is_image = tokens >= self.image_offset  # (B, T); codes are the last ids
+        B = tokens.shape[0]
+        seen = torch.zeros(B, dtype=torch.long, device=tokens.device)
+        if cache is not None and cache.length > 0:
+            seen = cache.state["image_tokens"]
+        # Index of each image token inside its image: every image has exactly h * w codes.
+        index = (seen[:, None] + is_image.cumsum(1) - 1).clamp(min=0) % self.image_tokens
+        if cache is not None:
+            cache.state["image_tokens"] = seen + is_image.sum(1)
+        w = self.image_col.shape[0]
+        pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
+        x = self.backbone.tok_embeddings(tokens)
+        x = x + pos2d * is_image[..., None].to(x.dtype)
+        return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
 
     @property
     def image_resolution(self) -> int:
@@ -83,7 +131,7 @@ class ChameleonModel(UnifiedModel):
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
         batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
-        logits = self.backbone(batch.ids[:, :-1])  # (B, T-1, V)
+        logits = self(batch.ids[:, :-1])  # (B, T-1, V)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
         loss = next_token_loss(logits, targets, mask)
         with torch.no_grad():
@@ -132,7 +180,7 @@ class ChameleonModel(UnifiedModel):
                 self._prompt_ids([s for s in p if isinstance(s, Image)], "image") for p in prompts
             ]
             codes = generate(
-                self.backbone,
+                self,
                 ids,
                 self.image_tokens,
                 temperature=sampling.temperature,
@@ -150,7 +198,7 @@ class ChameleonModel(UnifiedModel):
             pixels = to_uint8(self.image_tok.decode(grid))
             return [Image(p) for p in pixels]
         out = generate(
-            self.backbone,
+            self,
             ids,
             sampling.max_new_tokens,
             temperature=sampling.temperature,
@@ -169,7 +217,7 @@ class ChameleonModel(UnifiedModel):
     def save_pretrained(self, directory: str | Path) -> Path:
         def fill(tmp: Path) -> None:
             save_parts(self.parts, tmp, recipe=self.recipe)
-            save_tensors(self.backbone.state_dict(), tmp / WEIGHTS_FILE)
+            save_tensors(self.state_dict(), tmp / WEIGHTS_FILE)
 
         return write_directory(directory, fill)
 
@@ -178,7 +226,7 @@ class ChameleonModel(UnifiedModel):
         parts = load_parts(directory, expect_recipe=cls.recipe)
         model = cls(parts)
         state = load_tensors(Path(directory) / WEIGHTS_FILE)
-        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
                 f"{directory}/{WEIGHTS_FILE} does not match the config: missing {missing[:3]}, "
