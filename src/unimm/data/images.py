@@ -26,6 +26,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+READABLE_MODES = ("RGB", "RGBA", "L", "LA", "P")
+
+
 def load_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8; with `resolution`, it must be that square size.
 
@@ -41,7 +44,17 @@ def load_image(path: str | Path, resolution: int | None = None) -> np.ndarray:
     try:
         with PILImage.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
+            if im.mode not in READABLE_MODES:
+                raise ValueError(
+                    f"image {path} has mode {im.mode}; expected 8-bit RGB, RGBA, grey or palette"
+                )
+            if im.mode in ("RGBA", "LA", "P"):
+                # Transparent pixels become the world's white background, not black.
+                rgba = im.convert("RGBA")
+                rgb = PILImage.new("RGB", rgba.size, (255, 255, 255))
+                rgb.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"not a readable image: {path} ({e})") from None
     if resolution is not None and rgb.size != (resolution, resolution):
