@@ -45,9 +45,14 @@ def _tiny() -> RunConfig:
 
 
 def _small() -> RunConfig:
+    # The quickstart: the unified model trains for at most 7 minutes of wall clock (the cosine
+    # schedule anneals on whichever budget runs out first), so the whole quickstart stays within
+    # about 13 minutes on 2 cores whatever the machine's speed; train.max_seconds=none turns the
+    # clock off and train.steps alone decides.
     return RunConfig(
         model=MODEL_PRESETS["small"](max_seq_len=256),
         vq=VQ_PRESETS["small"](),
+        train=TrainConfig(steps=1200, max_seconds=420.0),
     )
 
 
