@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from unimm.checkpoint import CONFIG_FILE, write_json
+from unimm.checkpoint import CONFIG_FILE, read_json, write_json
 from unimm.data.sample import Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
@@ -163,12 +163,44 @@ def evaluate_run(
     results["eval_seconds"] = time.perf_counter() - t0
     results["model"] = model.describe()
     results["sampling"] = vars(sampling)
-    log_path = Path(log_dir or out) / "train_log.jsonl"
+    log_dir = Path(log_dir or out)
+    log_path = log_dir / "train_log.jsonl"
     log_rows = (
         [json.loads(x) for x in log_path.read_text().splitlines()] if log_path.exists() else []
     )
-    write_report(out, results, title=f"unimm evaluation: {model.recipe}", loss_rows=log_rows)
+    results["training"] = training_summary(log_dir)
+    write_report(
+        out,
+        results,
+        title=f"unimm evaluation: {model.recipe}",
+        loss_rows=log_rows,
+        notes=describe_training(results["training"], results["model"]),
+    )
     return results
+
+
+def training_summary(run_dir: Path) -> dict:
+    """What the run's own files say about its training (empty when they are absent)."""
+    summary: dict = {}
+    for name in ("trainer_state.json", "timings.json"):
+        path = run_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            data.pop("config", None)
+            summary.update(data)
+    return summary
+
+
+def describe_training(t: dict, model: dict) -> str:
+    text = f"Recipe `{model['recipe']}`, {model['parameters'] / 1e6:.1f}M trained parameters."
+    if "step" in t:
+        text += (
+            f" Trained {t['step']} steps ({t.get('tokens', 0) / 1e6:.1f}M tokens) in "
+            f"{t['seconds'] / 60:.1f} min; peak RSS {t.get('peak_rss_mb', 0):.0f} MB."
+        )
+    if "image_tokenizer_s" in t:
+        text += f" Image tokenizer trained for {t['image_tokenizer_s'] / 60:.1f} min."
+    return text
 
 
 def quickstart(out: str | Path = "runs/quickstart", preset: str = "small", overrides=None) -> dict:
@@ -176,6 +208,9 @@ def quickstart(out: str | Path = "runs/quickstart", preset: str = "small", overr
     model = train_run(out, preset, overrides)
     metrics = evaluate_run(model, out)
     metrics["total_seconds"] = time.perf_counter() - t0
+    saved = read_json(Path(out) / "metrics.json")
+    saved["total_seconds"] = metrics["total_seconds"]
+    write_json(Path(out) / "metrics.json", saved)
     print(summary_line(metrics))
     print(f"report: {Path(out) / 'report.md'}  ({metrics['total_seconds'] / 60:.1f} min in all)")
     return metrics
