@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
 
 from unimm.world.language import canonical_caption
+from unimm.world.palette import NUMBER_WORDS
 from unimm.world.scene import Scene
 
 T = TypeVar("T")
@@ -48,7 +50,14 @@ def check_len(got: Sequence[object], want: int, what: str) -> None:
 
 
 def describe_scene(scene: Scene) -> str:
-    return canonical_caption(scene) if scene.objects else "(nothing)"
+    """The detector's reading in words. Generated images can hold more objects of one kind than
+    the world's number words cover, so large counts fall back to digits."""
+    if not scene.objects:
+        return "(nothing)"
+    counts = Counter((o.color, o.shape) for o in scene.objects)
+    if max(counts.values()) < len(NUMBER_WORDS):
+        return canonical_caption(scene)
+    return ", ".join(f"{n} x {c} {s}" for (c, s), n in sorted(counts.items()))
 
 
 def mean(xs: Sequence[float]) -> float:
