@@ -172,45 +172,40 @@ class ChameleonModel(UnifiedModel):
                 f"prompt too long: {longest} tokens with the output, the model takes "
                 f"{self.parts.config.model.max_seq_len}"
             )
-        gen = torch.Generator().manual_seed(seed)
+        decode = dict(
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            generator=torch.Generator().manual_seed(seed),
+        )
         if modality == "image":
             # The unconditional row keeps the images of the prompt and drops its text, as in
             # training's condition dropout.
             uncond = [
                 self._prompt_ids([s for s in p if isinstance(s, Image)], "image") for p in prompts
             ]
+            first_code = self.image_offset
             codes = generate(
                 self,
                 ids,
                 self.image_tokens,
-                temperature=sampling.temperature,
-                top_k=sampling.top_k,
-                top_p=sampling.top_p,
                 cfg_scale=sampling.cfg_scale,
                 uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
-                allowed_ids=range(
-                    self.image_offset, self.image_offset + self.image_tok.codebook_size
-                ),
-                generator=gen,
+                allowed_ids=range(first_code, first_code + self.image_tok.codebook_size),
+                **decode,
             )
-            grid = torch.tensor(codes) - self.image_offset
-            grid = grid.view(len(prompts), *self.image_tok.grid)
-            pixels = to_uint8(self.image_tok.decode(grid))
-            return [Image(p) for p in pixels]
+            grid = (torch.tensor(codes) - first_code).view(len(prompts), *self.image_tok.grid)
+            return [Image(p) for p in to_uint8(self.image_tok.decode(grid))]
         out = generate(
             self,
             ids,
             sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
             allowed_ids=range(0, self.image_offset),
             stop_ids=[self.text_tok.eos_id],
-            generator=gen,
+            **decode,
         )
-        return [
-            Text(self.text_tok.decode(t for t in row if t != self.text_tok.eos_id)) for row in out
-        ]
+        eos = self.text_tok.eos_id
+        return [Text(self.text_tok.decode(t for t in row if t != eos)) for row in out]
 
     # ----- checkpoints ----------------------------------------------------------------------
 
