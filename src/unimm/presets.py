@@ -20,7 +20,7 @@ class TokenizerTrainConfig:
     """How long the image tokenizer trains before the unified model (quickstart pipeline)."""
 
     seconds: float = 180.0
-    batch_size: int = 32  # docs/LOG.md: more steps beat bigger batches at this budget
+    batch_size: int = 16  # docs/LOG.md: more steps beat bigger batches at this budget
     lr: float = 2e-3
 
 
