@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,6 +29,22 @@ from unimm.evaluate.geneval import geneval_scene  # noqa: E402
 from unimm.evaluate.understanding import vqa_scene  # noqa: E402
 from unimm.pipeline import train_run  # noqa: E402
 from unimm.recipes.registry import load_model  # noqa: E402
+
+
+def plot_curve(rows: list[dict], path: Path, threads: int) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mins = [r["train_seconds"] / 60 for r in rows]
+    ax.plot(mins, [r["geneval_in"] for r in rows], "o-", label="GenEval-scene (in-dist.)")
+    ax.plot(mins, [r["geneval_heldout"] for r in rows], "s--", label="GenEval-scene (held-out)")
+    ax.plot(mins, [r["vqa"] for r in rows], "^:", label="VQA-scene")
+    ax.set_xlabel(f"training minutes ({threads} CPU thread{'s' if threads > 1 else ''})")
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -84,18 +101,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     (out / "curve.json").write_text(json.dumps(rows, indent=2))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    mins = [r["train_seconds"] / 60 for r in rows]
-    ax.plot(mins, [r["geneval_in"] for r in rows], "o-", label="GenEval-scene (in-dist.)")
-    ax.plot(mins, [r["geneval_heldout"] for r in rows], "s--", label="GenEval-scene (held-out)")
-    ax.plot(mins, [r["vqa"] for r in rows], "^:", label="VQA-scene")
-    ax.set_xlabel("training minutes (2 CPU cores)")
-    ax.set_ylabel("score")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "curve.png", dpi=120)
+    plot_curve(rows, out / "curve.png", torch.get_num_threads())
     print(f"wrote {out / 'curve.json'} and {out / 'curve.png'}")
 
 
