@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 from unimm.world.language import canonical_caption
 from unimm.world.palette import NUMBER_WORDS
 from unimm.world.scene import Scene
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -62,3 +64,32 @@ def describe_scene(scene: Scene) -> str:
 
 def mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+KEEP_IMAGES = 16  # records that keep their images, for the report's sample grids
+
+
+def batched_records(
+    samples: Sequence[S],
+    predict: Callable[[Sequence[S]], Sequence[object]],
+    record: Callable[[S, object], dict],
+    *,
+    what: str,
+    desc: str,
+    batch_size: int,
+    progress: bool,
+) -> list[dict]:
+    """The loop every understanding/editing benchmark shares: call the model on batches of
+    samples, check it answered each, and turn (sample, output) into a record. Records may hold
+    "image"/"images"; only the first KEEP_IMAGES keep them, so results stay small."""
+    records: list[dict] = []
+    for batch in tqdm(list(chunks(samples, batch_size)), desc=desc, disable=not progress):
+        outs = predict(batch)
+        check_len(outs, len(batch), what)
+        for sample, out in zip(batch, outs, strict=True):
+            rec = record(sample, out)
+            if len(records) >= KEEP_IMAGES:
+                rec.pop("image", None)
+                rec.pop("images", None)
+            records.append(rec)
+    return records

@@ -8,12 +8,12 @@ may stand anywhere; the other objects must stay within tolerance.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from unimm.evaluate.common import check_image, check_len, chunks, describe_scene, mean
+from unimm.data.sample import Sample
+from unimm.evaluate.common import batched_records, check_image, describe_scene, mean
 from unimm.evaluate.understanding import _pixels, _text, eval_samples
 from unimm.world.detector import DetectorConfig, detect
 from unimm.world.scene import Scene, scenes_match
@@ -47,29 +47,36 @@ def edit_scene(
     detector: DetectorConfig | None = None,
 ) -> dict:
     samples = eval_samples("edit", split, n, seed)
-    records: list[dict] = []
-    for batch in tqdm(
-        list(chunks(samples, batch_size)), desc=f"edit[{split}]", disable=not progress
-    ):
-        images = [_pixels(s.segments[0]) for s in batch]
-        instr = [_text(s.segments[1]) for s in batch]
-        outs = edit_images(images, instr)
-        check_len(outs, len(batch), "edit_images")
-        for s, src, ins, out in zip(batch, images, instr, outs, strict=True):
-            out = check_image(out, f"edited image for {ins!r}")
-            det = detect(out, detector)
-            rec = {
-                "instruction": ins,
-                "kind": s.meta["edit_kind"],
-                "target": describe_scene(s.meta["target_scene"]),
-                "detected": describe_scene(det),
-                "correct": edit_correct(
-                    s.meta["edit_kind"], s.meta["scene"], s.meta["target_scene"], det
-                ),
-            }
-            if len(records) < 16:
-                rec["images"] = [src, out]
-            records.append(rec)
+
+    def predict(batch: Sequence[Sample]) -> Sequence[object]:
+        return edit_images(
+            [_pixels(s.segments[0]) for s in batch], [_text(s.segments[1]) for s in batch]
+        )
+
+    def record(s: Sample, out: object) -> dict:
+        ins = _text(s.segments[1])
+        out = check_image(out, f"edited image for {ins!r}")
+        det = detect(out, detector)
+        return {
+            "instruction": ins,
+            "kind": s.meta["edit_kind"],
+            "target": describe_scene(s.meta["target_scene"]),
+            "detected": describe_scene(det),
+            "correct": edit_correct(
+                s.meta["edit_kind"], s.meta["scene"], s.meta["target_scene"], det
+            ),
+            "images": [_pixels(s.segments[0]), out],
+        }
+
+    records = batched_records(
+        samples,
+        predict,
+        record,
+        what="edit_images",
+        desc=f"edit[{split}]",
+        batch_size=batch_size,
+        progress=progress,
+    )
     by_kind: dict[str, list[float]] = defaultdict(list)
     for r in records:
         by_kind[r["kind"]].append(float(r["correct"]))

@@ -7,21 +7,19 @@ harness draws its samples from the world's eval stream (never the train seeds).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 
 import numpy as np
-from tqdm import tqdm
 
 from unimm.data.sample import Image, Sample, Text
-from unimm.evaluate.common import check_len, chunks, mean, normalise_answer
+from unimm.evaluate.common import batched_records, mean, normalise_answer
 from unimm.world.language import caption_matches, parse_caption
 from unimm.world.tasks import world_samples
 
 Answer = Callable[[list[np.ndarray], list[str]], list[str]]
 Caption = Callable[[list[np.ndarray]], list[str]]
 SPLITS = ("eval", "heldout")
-KEEP_IMAGES = 16  # records that keep their image, for the report's sample grid
 
 
 def eval_samples(task: str, split: str, n: int, seed: int) -> list[Sample]:
@@ -53,26 +51,32 @@ def vqa_scene(
 ) -> dict:
     """Exact-match accuracy of short answers, per question type and overall (mean over all)."""
     samples = eval_samples("vqa", split, n, seed)
-    records: list[dict] = []
-    for batch in tqdm(
-        list(chunks(samples, batch_size)), desc=f"vqa[{split}]", disable=not progress
-    ):
-        images = [_pixels(s.segments[0]) for s in batch]
-        qs = [_text(s.segments[1]) for s in batch]
-        preds = answer(images, qs)
-        check_len(preds, len(batch), "answer")
-        for s, img, q, p in zip(batch, images, qs, preds, strict=True):
-            truth = _text(s.segments[2])
-            rec = {
-                "question": q,
-                "answer": truth,
-                "prediction": p,
-                "qtype": s.meta["qtype"],
-                "correct": normalise_answer(p) == truth,
-            }
-            if len(records) < KEEP_IMAGES:
-                rec["image"] = img
-            records.append(rec)
+
+    def predict(batch: Sequence[Sample]) -> list[str]:
+        return answer(
+            [_pixels(s.segments[0]) for s in batch], [_text(s.segments[1]) for s in batch]
+        )
+
+    def record(s: Sample, p: object) -> dict:
+        truth = _text(s.segments[2])
+        return {
+            "question": _text(s.segments[1]),
+            "answer": truth,
+            "prediction": p,
+            "qtype": s.meta["qtype"],
+            "correct": normalise_answer(p) == truth,
+            "image": _pixels(s.segments[0]),
+        }
+
+    records = batched_records(
+        samples,
+        predict,
+        record,
+        what="answer",
+        desc=f"vqa[{split}]",
+        batch_size=batch_size,
+        progress=progress,
+    )
     by_type: dict[str, list[float]] = defaultdict(list)
     for r in records:
         by_type[r["qtype"]].append(float(r["correct"]))
@@ -96,23 +100,25 @@ def caption_scene(
 ) -> dict:
     """Captions parsed back into colour-shape counts; exact match against the scene."""
     samples = eval_samples("caption", split, n, seed)
-    records: list[dict] = []
-    for batch in tqdm(
-        list(chunks(samples, batch_size)), desc=f"caption[{split}]", disable=not progress
-    ):
-        images = [_pixels(s.segments[0]) for s in batch]
-        preds = caption(images)
-        check_len(preds, len(batch), "caption")
-        for s, img, p in zip(batch, images, preds, strict=True):
-            rec = {
-                "reference": _text(s.segments[1]),
-                "prediction": p,
-                "parsed": parse_caption(p) is not None,
-                "correct": caption_matches(p, s.meta["scene"]),
-            }
-            if len(records) < KEEP_IMAGES:
-                rec["image"] = img
-            records.append(rec)
+
+    def record(s: Sample, p: object) -> dict:
+        return {
+            "reference": _text(s.segments[1]),
+            "prediction": p,
+            "parsed": parse_caption(p) is not None,
+            "correct": caption_matches(p, s.meta["scene"]),
+            "image": _pixels(s.segments[0]),
+        }
+
+    records = batched_records(
+        samples,
+        lambda batch: caption([_pixels(s.segments[0]) for s in batch]),
+        record,
+        what="caption",
+        desc=f"caption[{split}]",
+        batch_size=batch_size,
+        progress=progress,
+    )
     return {
         "benchmark": "caption_scene",
         "split": split,
