@@ -17,7 +17,9 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("cmd", ["quickstart", "train", "eval", "generate", "chat", "world"])
+@pytest.mark.parametrize(
+    "cmd", ["quickstart", "train", "eval", "generate", "chat", "inpaint", "world"]
+)
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
@@ -128,3 +130,22 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "GenEval-scene" in report and (out / "loss.png").exists()
     assert list(out.glob("geneval_in_*.png"))
+
+
+def test_inpaint_on_a_showo_run_and_refused_by_chameleon(tiny_run, tmp_path, capsys):
+    from unimm.pipeline import train_run
+
+    run_dir = tmp_path / "showo"
+    steps = ["recipe=showo", "vq_train.seconds=2", "train.steps=3", "diffusion.image_steps=3"]
+    train_run(run_dir, "tiny", steps, progress=False)
+    image = tmp_path / "in.png"
+    PILImage.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(image)
+    out = tmp_path / "out.png"
+    argv = ["inpaint", str(run_dir), str(image), "a red circle", "--box", "0", "0", "32", "32"]
+    code, stdout, err = run(capsys, *argv, "-o", str(out), "--steps", "2")
+    assert code == 0, err
+    assert np.asarray(PILImage.open(out)).shape == (64, 64, 3)
+    code, _, err = run(capsys, "inpaint", str(tiny_run), *argv[2:], "-o", str(out))
+    assert code == 2 and "'chameleon' recipe cannot inpaint" in err
+    code, _, err = run(capsys, *argv[:5], "40", "0", "32", "32", "-o", str(out))
+    assert code == 2 and "box" in err

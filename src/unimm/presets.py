@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from unimm.config import ConfigError, apply_overrides
 from unimm.model.config import MODEL_PRESETS, ModelConfig
+from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
 from unimm.train.config import TrainConfig
 
@@ -32,6 +33,7 @@ class RunConfig:
     vq: VQConfig
     vq_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diffusion: DiscreteDiffusionConfig = field(default_factory=DiscreteDiffusionConfig)
 
 
 def _tiny() -> RunConfig:

@@ -33,6 +33,12 @@ class SamplingConfig:
     top_p: float | None = None
     cfg_scale: float = 3.0  # image generation only; 1.0 turns guidance off
     max_new_tokens: int = 48  # text only; images always produce a whole image
+    steps: int | None = None  # iterative samplers (diffusion, flow): None = the recipe's default
+
+
+class UnsupportedTask(ValueError):
+    """A recipe was asked for something its design cannot express (e.g. inpainting with a
+    purely autoregressive model)."""
 
 
 class UnifiedModel(nn.Module):
@@ -62,6 +68,18 @@ class UnifiedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> UnifiedModel:
         raise NotImplementedError
+
+    def inpaint(
+        self,
+        images: list[np.ndarray],
+        prompts: list[str],
+        boxes: list[tuple[int, int, int, int]],
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> list[np.ndarray]:
+        """Regenerate the pixels inside each box (x0, y0, x1, y1; x1/y1 exclusive) so that the
+        whole image matches its prompt, keeping the rest."""
+        raise UnsupportedTask(f"the {self.recipe!r} recipe cannot inpaint")
 
     def describe(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.parameters())

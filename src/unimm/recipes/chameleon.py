@@ -78,7 +78,7 @@ class ChameleonModel(UnifiedModel):
         return_hidden: bool = False,
     ) -> torch.Tensor:
         """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
-        is_image = tokens >= self.image_offset  # (B, T); codes are the last ids
+        is_image = self.image_slots(tokens)  # (B, T)
         B = tokens.shape[0]
         seen = torch.zeros(B, dtype=torch.long, device=tokens.device)
         if cache is not None and cache.length > 0:
@@ -92,6 +92,10 @@ class ChameleonModel(UnifiedModel):
         x = self.backbone.tok_embeddings(tokens)
         x = x + pos2d * is_image[..., None].to(x.dtype)
         return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+
+    def image_slots(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: which positions hold an image token (codes are the last ids)."""
+        return tokens >= self.image_offset
 
     @property
     def image_resolution(self) -> int:

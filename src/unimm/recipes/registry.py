@@ -6,10 +6,14 @@ from pathlib import Path
 
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
+from unimm.recipes.mmada import MMaDAModel
 from unimm.recipes.parts import Parts, read_run_config
+from unimm.recipes.showo import ShowoModel
 
 RECIPES: dict[str, type[UnifiedModel]] = {
     ChameleonModel.recipe: ChameleonModel,
+    ShowoModel.recipe: ShowoModel,
+    MMaDAModel.recipe: MMaDAModel,
 }
 
 

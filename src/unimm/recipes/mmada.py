@@ -1,0 +1,174 @@
+"""MMaDA (arXiv 2505.15809): masked diffusion for both modalities with one bidirectional
+transformer and one objective.
+
+Images are masked and sampled exactly as in Show-o (cosine schedule, confidence-ordered
+unmasking with CFG). Text follows LLaDA (arXiv 2502.09992): an answer is a fixed-length block of
+`answer_length` slots (the answer, its <eos>, then <eos> padding, all trained), each slot masked
+with probability p = (1 - eps) t + eps and its cross-entropy weighted by 1 / p; at inference the
+block starts fully masked and the most confident predictions are committed step by step
+(low-confidence remasking), optionally block by block from left to right (semi-autoregressive).
+Attention is full among non-padding tokens, so prompt text can also read a target image; there
+is no KV cache (every step re-reads the sequence).
+
+Layout and vocabulary are the Chameleon/Show-o ones; the text tokenizer's <mask> id is the one
+mask for both modalities, as in MMaDA.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import Tensor
+
+from unimm.data.sample import Sample, Segment, Text
+from unimm.data.sequence import IMAGE, TEXT, TokenSequence, collate
+from unimm.model.masks import full_mask
+from unimm.paradigms.masked_diffusion import (
+    MaskedDiffusionConfig,
+    MaskedDiffusionScheduler,
+    masked_token_loss,
+    sample_image_mask,
+    sample_text_mask,
+    text_diffusion_loss,
+)
+from unimm.recipes.base import Modality, SamplingConfig
+from unimm.recipes.chameleon import ChameleonModel, check_prompts
+from unimm.recipes.showo import ShowoModel
+
+
+class MMaDAModel(ShowoModel):
+    recipe = "mmada"
+
+    def attention_mask(self, tokens: Tensor, pad: Tensor | None = None) -> Tensor:
+        if pad is None:
+            pad = torch.zeros_like(tokens, dtype=torch.bool)
+        return full_mask(pad)
+
+    def forward(self, tokens, positions=None, mask=None, cache=None, return_hidden=False):
+        if cache is not None:
+            raise ValueError("MMaDA attends bidirectionally and has no KV cache")
+        if mask is None:
+            mask = self.attention_mask(tokens)
+        return ChameleonModel.forward(self, tokens, positions, mask, None, return_hidden)
+
+    # ----- training -------------------------------------------------------------------------
+
+    def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
+        """Chameleon's layout, with every target answer padded by <eos> to answer_length."""
+        seqs = super().build(samples, rng)
+        L, eos = self.diffusion.answer_length, self.text_tok.eos_id
+        for seq in seqs:
+            answer = [
+                i
+                for i, (t, m) in enumerate(zip(seq.loss_mask, seq.modality))
+                if t and m == TEXT and seq.ids[i] != self.text_tok.eoi_id
+            ]
+            if not answer:
+                continue
+            start, end = answer[0], answer[-1] + 1
+            if end != len(seq.ids):
+                raise ValueError("MMaDA trains on samples whose text target comes last")
+            body = seq.ids[start : end - 1][: L - 1]  # an over-long answer keeps its head
+            ids = body + [eos] * (L - len(body))
+            seq.ids[start:] = ids
+            seq.loss_mask[start:] = [True] * L
+            seq.modality[start:] = [TEXT] * L
+            seq.image_block[start:] = [0] * L
+        return seqs
+
+    def loss(self, samples, generator: torch.Generator | None = None) -> dict:
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+        batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
+        g = torch.Generator().manual_seed(seed)
+        image_slots = batch.loss_mask & (batch.modality == IMAGE)
+        text_slots = (
+            batch.loss_mask & (batch.modality == TEXT) & (batch.ids != self.text_tok.eoi_id)
+        )
+        image_masked = sample_image_mask(image_slots, self.diffusion.image_schedule, g)
+        text_masked, p = sample_text_mask(text_slots, self.diffusion.text_eps, g)
+        inputs = batch.ids.masked_fill(image_masked | text_masked, self.mask_id)
+        logits = self(inputs, mask=self.attention_mask(inputs, ~batch.valid))  # (B, T, V)
+        parts = {}
+        if image_masked.any():
+            parts["loss_image"] = masked_token_loss(logits, batch.ids, image_masked)
+        if text_slots.any():
+            parts["loss_text"] = text_diffusion_loss(logits, batch.ids, text_masked, text_slots, p)
+        loss = sum(parts.values(), logits.sum() * 0.0)
+        out = {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
+        out["tokens"] = torch.tensor(float(batch.valid.sum()))
+        return out
+
+    # ----- inference ------------------------------------------------------------------------
+
+    def text_choices(self) -> Tensor:
+        """(V_text,) bool: text ids an answer slot may take (words and <eos>, no markers)."""
+        tok = self.text_tok
+        ok = torch.ones(self.image_offset, dtype=torch.bool)
+        for i in (tok.pad_id, tok.bos_id, tok.boi_id, tok.eoi_id, tok.user_id):
+            ok[i] = False
+        ok[tok.assistant_id] = ok[tok.mask_id] = False
+        return ok
+
+    @torch.no_grad()
+    def sample_text(self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: int):
+        d = self.diffusion
+        L, blocks = d.answer_length, d.text_blocks
+        rows = [self._prompt_ids(p, "text") for p in prompts]
+        B, P = len(rows), max(len(r) for r in rows)
+        if P + L > self.parts.config.model.max_seq_len:
+            raise ValueError(
+                f"prompt too long: {P + L} tokens with the answer, the model takes "
+                f"{self.parts.config.model.max_seq_len}"
+            )
+        tokens = torch.full((B, P + L), self.text_tok.pad_id, dtype=torch.long)
+        valid = torch.zeros((B, P + L), dtype=torch.bool)
+        for b, row in enumerate(rows):
+            tokens[b, P - len(row) : P] = torch.tensor(row)
+            valid[b, P - len(row) :] = True
+        positions = (valid.cumsum(1) - 1).clamp(min=0)
+        mask = self.attention_mask(tokens, ~valid)
+        answer = torch.zeros((B, L), dtype=torch.long)
+        masked = torch.ones((B, L), dtype=torch.bool)
+        choices = self.text_choices()
+        steps = max(1, (sampling.steps or d.text_steps) // blocks)
+        scheduler = MaskedDiffusionScheduler(
+            MaskedDiffusionConfig(
+                steps=steps,
+                schedule="linear",
+                temperature=sampling.temperature,
+                confidence_noise=0.0,
+            )
+        )
+        g = torch.Generator().manual_seed(seed)
+        width = L // blocks
+        for k in range(blocks):
+            editable = torch.zeros((B, L), dtype=torch.bool)
+            editable[:, k * width : (k + 1) * width] = True
+            for i in range(steps):
+                tokens[:, P:] = torch.where(masked, self.mask_id, answer)
+                logits = self(tokens, positions, mask)[:, P:, : self.image_offset].float()
+                logits = logits.masked_fill(~choices, float("-inf"))  # (B, L, V_text)
+                answer, masked = scheduler.step(
+                    logits, answer, masked, i, editable=editable, generator=g
+                )
+        out = []
+        for row in answer.tolist():
+            if self.text_tok.eos_id in row:
+                row = row[: row.index(self.text_tok.eos_id)]
+            out.append(Text(self.text_tok.decode(row)))
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[list[Segment]],
+        modality: Modality,
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> list[Segment]:
+        sampling = sampling or SamplingConfig()
+        if modality == "image":
+            return super().generate(prompts, modality, sampling, seed)
+        check_prompts(prompts, self.image_resolution)
+        return self.sample_text(prompts, sampling, seed)
