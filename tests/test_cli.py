@@ -18,7 +18,8 @@ def run(capsys, *argv):
 
 
 @pytest.mark.parametrize(
-    "cmd", ["quickstart", "train", "eval", "generate", "chat", "inpaint", "world"]
+    "cmd",
+    ["quickstart", "train", "eval", "generate", "chat", "inpaint", "edit", "interleave", "world"],
 )
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:
@@ -149,3 +150,41 @@ def test_inpaint_on_a_showo_run_and_refused_by_chameleon(tiny_run, tmp_path, cap
     assert code == 2 and "'chameleon' recipe cannot inpaint" in err
     code, _, err = run(capsys, *argv[:5], "40", "0", "32", "32", "-o", str(out))
     assert code == 2 and "box" in err
+
+
+def test_edit_interleave_and_interactive_chat(tiny_run, tmp_path, capsys, monkeypatch):
+    from unimm.world.render import render
+    from unimm.world.scene import Obj, Scene
+
+    image = tmp_path / "scene.png"
+    PILImage.fromarray(render(Scene((Obj("circle", "red", 30, 30, 14),)))).save(image)
+    out = tmp_path / "edited.png"
+    base = ["edit", str(image), "--checkpoint", str(tiny_run), "-o", str(out)]
+    code, stdout, err = run(capsys, *base[:2], "make the circle green", *base[2:])
+    assert code == 0, err
+    assert np.asarray(PILImage.open(out)).shape == (64, 64, 3)
+    code, _, err = run(capsys, *base[:2], "remove the blue square", *base[2:])
+    assert code == 2 and "no blue square" in err
+    request = "draw a red square, then add a blue circle, then tell me how many circles there are"
+    folder = tmp_path / "inter"
+    code, stdout, err = run(capsys, "interleave", str(tiny_run), request, "--out", str(folder))
+    assert code == 0, err
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("[3] how many circles are there? ->")
+    assert len(list(folder.glob("*.png"))) == 2
+    inputs = iter(
+        [
+            f"/image {image}",
+            "what color is the circle?",
+            "/draw a red circle",
+            "/image nowhere.png",
+            "/bogus",
+            "/quit",
+        ]
+    )
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(inputs))
+    code, stdout, err = run(capsys, "chat", str(tiny_run), "--out", str(tmp_path / "drawn"))
+    assert code == 0, err
+    assert stdout.count("model> ") == 2 and "image saved to" in stdout
+    assert "error:" in stdout and "unknown command /bogus" in stdout
+    assert (tmp_path / "drawn" / "chat_0.png").is_file()

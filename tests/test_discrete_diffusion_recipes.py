@@ -15,7 +15,7 @@ from unimm.recipes.base import SamplingConfig, UnsupportedTask
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.mmada import MMaDAModel
 from unimm.recipes.parts import Parts
-from unimm.recipes.registry import load_model
+from unimm.recipes.registry import load_model, recipe_class
 from unimm.recipes.showo import ShowoModel, image_blocks, region_cells
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vq import VQTokenizer
@@ -33,7 +33,7 @@ def make(recipe: str, seed: int = 0, **diffusion):
         model=replace(cfg.model, vocab_size=text.vocab_size + image.codebook_size),
         diffusion=replace(cfg.diffusion, answer_length=8, image_steps=4, text_steps=4, **diffusion),
     )
-    return RECIPES[recipe](Parts(cfg, text, image)).eval()
+    return recipe_class(recipe)(Parts(cfg, text, image)).eval()
 
 
 def test_omni_mask_equals_an_explicit_reference():

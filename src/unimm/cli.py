@@ -72,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--steps", type=_positive_int, default=None, help="sampling steps (iterative samplers)"
     )
+    e.add_argument(
+        "--edits",
+        type=int,
+        default=None,
+        help="Edit-scene samples per split (default 200 if the model trained on edits, else 0)",
+    )
+    e.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="Interleaved-scene episodes per split (default 100 if trained on them, else 0)",
+    )
 
     g = sub.add_parser("generate", help="generate images from a text prompt")
     g.add_argument("checkpoint")
@@ -81,12 +93,50 @@ def _parser() -> argparse.ArgumentParser:
     _sampling_args(g, cfg_default=3.0)
 
     c = sub.add_parser(
-        "chat", help="answer a question about an image, or caption it when no question is given"
+        "chat",
+        help="answer a question about an image (one-shot) or talk with images (interactive)",
+        description="One-shot: --image [and -q]: answer the question, or caption the image when "
+        "there is none. Interactive (no --image, no -q): a multi-turn conversation in the "
+        "terminal; type text to talk, '/image PATH' to show the model an image with your next "
+        "message, '/draw TEXT' to have it reply with an image (saved under --out), '/reset' to "
+        "start over, '/quit' to leave.",
     )
     c.add_argument("checkpoint")
-    c.add_argument("--image", required=True, help="a PNG/JPEG of the model's resolution")
+    c.add_argument("--image", help="a PNG/JPEG of the model's resolution")
     c.add_argument("--question", "-q", help="question; omit to caption the image")
+    c.add_argument("--out", default="chat_images", help="where /draw saves images")
     _sampling_args(c, temperature_default=0.0)
+
+    d = sub.add_parser(
+        "edit",
+        help="edit an image by an instruction",
+        description="(image, instruction) -> edited image, e.g. "
+        '`unimm edit in.png "make the circle green" -o out.png`. The instruction is first '
+        "checked against what the world detector sees in the image, so an instruction naming "
+        "an absent or ambiguous object is refused before any generation (--no-check skips it).",
+    )
+    d.add_argument("image", help="a PNG/JPEG of the model's resolution")
+    d.add_argument("instruction", help="make/add/remove/move, e.g. 'move the red circle up'")
+    d.add_argument(
+        "--checkpoint", default="runs/quickstart", help="checkpoint or run (default %(default)s)"
+    )
+    d.add_argument("-o", "--out", default="edited.png", help="output PNG (default %(default)s)")
+    d.add_argument("--no-check", action="store_true", help="skip the detector's check")
+    _sampling_args(d, cfg_default=3.0)
+
+    v = sub.add_parser(
+        "interleave",
+        help="one request -> text and images in order, each conditioned on what came before",
+        description="Splits a request such as 'draw a red square, then add a blue circle, then "
+        "tell me how many squares there are' into steps (draw = an image from a caption, "
+        "make/add/remove/move = an edit of the latest image, anything else = a question) and "
+        "runs them in order; images are saved under --out, text is printed.",
+    )
+    v.add_argument("checkpoint")
+    v.add_argument("request")
+    v.add_argument("--image", help="a starting image for the first step to work on")
+    v.add_argument("--out", default="interleaved", help="output folder (default %(default)s)")
+    _sampling_args(v, cfg_default=3.0)
 
     i = sub.add_parser(
         "inpaint",
@@ -179,6 +229,8 @@ def _run(args: argparse.Namespace) -> None:
             args.seed,
             sampling=SamplingConfig(steps=args.steps),
             log_dir=run_dir,
+            edits=args.edits,
+            episodes=args.episodes,
         )
         print(pipeline.summary_line(metrics))
         print(f"report: {out / 'report.md'}")
@@ -200,8 +252,45 @@ def _run(args: argparse.Namespace) -> None:
         question = args.question
         if question is not None and not question.strip():
             raise ValueError("empty question: omit --question to caption the image instead")
+        if args.image is None and question is None:
+            from unimm.chat_repl import chat_loop
+
+            chat_loop(model, _sampling(args), Path(args.out))
+            return
+        if args.image is None:
+            raise ValueError("--question needs --image (or run without both to chat)")
         image = load_image(args.image, model.image_resolution)
         print(model.answer([image], [question or ""], _sampling(args))[0])
+    elif args.command == "edit":
+        from unimm.data.images import load_image, save_image
+
+        model, _ = pipeline.load_checkpoint(args.checkpoint)
+        if not args.instruction.strip():
+            raise ValueError("empty instruction")
+        image = load_image(args.image, model.image_resolution)
+        out = model.edit_images(
+            [image], [args.instruction], _sampling(args), args.seed, validate=not args.no_check
+        )
+        save_image(out[0], args.out)
+        print(args.out)
+    elif args.command == "interleave":
+        from unimm.conversation import plan_request
+        from unimm.data.images import load_image, save_image
+        from unimm.data.sample import Image
+
+        model, _ = pipeline.load_checkpoint(args.checkpoint)
+        steps = plan_request(args.request)
+        start = None if args.image is None else [load_image(args.image, model.image_resolution)]
+        outputs = model.interleave([steps], start, _sampling(args), seed=args.seed)[0]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for k, ((text, _), seg) in enumerate(zip(steps, outputs)):
+            if isinstance(seg, Image):
+                path = out / f"step{k + 1}_{pipeline.slug(text)}.png"
+                save_image(seg.pixels, path)
+                print(f"[{k + 1}] {text} -> {path}")
+            else:
+                print(f"[{k + 1}] {text} -> {seg.text}")
     elif args.command == "inpaint":
         from unimm.data.images import load_image, save_image
 
@@ -227,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        # InstructionError, ConfigError and UnsupportedTask are ValueErrors too
         print(f"unimm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

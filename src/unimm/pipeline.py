@@ -132,10 +132,16 @@ def evaluate_run(
     sampling: SamplingConfig | None = None,
     progress: bool = True,
     log_dir: str | Path | None = None,
+    edits: int | None = None,
+    episodes: int | None = None,
 ) -> dict:
     """Run every scene-world benchmark on `model` and write report.md + metrics.json into `out`;
-    the loss curve comes from log_dir/train_log.jsonl (default: `out`) when there is one."""
+    the loss curve comes from log_dir/train_log.jsonl (default: `out`) when there is one.
+    edits / episodes: Edit-scene samples and Interleaved-scene episodes per split; None = 200 and
+    100 when the model trained on that task (or its tasks are unknown), else skipped; 0 skips."""
+    from unimm.evaluate.editing import edit_scene
     from unimm.evaluate.geneval import geneval_scene
+    from unimm.evaluate.interleaved import interleaved_scene
     from unimm.evaluate.report import write_report
     from unimm.evaluate.understanding import caption_scene, vqa_scene
 
@@ -160,6 +166,27 @@ def evaluate_run(
             model.caption, "eval", captions, seed=seed, progress=progress
         ),
     }
+    tasks = model.trained_tasks()
+    if edits is None:
+        edits = 200 if tasks is None or "edit" in tasks else 0
+    if episodes is None:
+        episodes = 100 if tasks is None or "interleaved" in tasks else 0
+    for split in ("eval", "heldout") if edits else ():
+        results[f"edit_{split}"] = edit_scene(
+            lambda ims, ins: model.edit_images(ims, ins, sampling, seed=seed),
+            split,
+            edits,
+            seed=seed,
+            progress=progress,
+        )
+    for split in ("eval", "heldout") if episodes else ():
+        results[f"interleaved_{split}"] = interleaved_scene(
+            lambda eps: model.interleave(eps, sampling=sampling, seed=seed),
+            split,
+            episodes,
+            seed=seed,
+            progress=progress,
+        )
     results["eval_seconds"] = time.perf_counter() - t0
     results["model"] = model.describe()
     results["sampling"] = vars(sampling)
@@ -222,6 +249,12 @@ def summary_line(m: dict) -> str:
         f"held-out {m['geneval_heldout']['overall']:.3f}; "
         f"VQA-scene {m['vqa_eval']['overall']:.3f} (held-out {m['vqa_heldout']['overall']:.3f}); "
         f"caption-scene {m['caption_eval']['overall']:.3f}"
+        + (f"; Edit-scene {m['edit_eval']['overall']:.3f}" if "edit_eval" in m else "")
+        + (
+            f"; Interleaved-scene (all 3 steps) {m['interleaved_eval']['overall']:.3f}"
+            if "interleaved_eval" in m
+            else ""
+        )
     )
 
 

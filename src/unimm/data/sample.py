@@ -11,10 +11,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+ROLES = ("user", "assistant")
+
 
 @dataclass(frozen=True, slots=True)
 class Text:
+    """A piece of text. role "assistant" marks a model reply in a conversation's history: it is
+    laid out like a target answer (`<assistant> ... <eos>`) without being trained on. Target
+    texts are replies whatever their role; every other text is the user's."""
+
     text: str
+    role: str = "user"
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}; expected one of {ROLES}")
 
 
 @dataclass(frozen=True, slots=True)

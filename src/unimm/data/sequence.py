@@ -5,7 +5,9 @@ Layout for recipes that put images into the token stream (Chameleon, Show-o, MMa
     <bos> [text] <boi> code ... code <eoi> [text] <assistant> answer <eos>
 
 - A target text segment is introduced by <assistant> and closed by <eos>, so an understanding
-  prompt ends with <assistant> and the sampler stops at <eos>.
+  prompt ends with <assistant> and the sampler stops at <eos>. A reply in a conversation's
+  history (Text role "assistant") is laid out the same way, so a multi-turn prompt looks like
+  the interleaved samples the model trained on; user text is plain.
 - Every image is wrapped in <boi> ... <eoi>; an image-generation prompt ends with <boi>.
 - loss_mask marks the tokens the model is trained to produce: a target text's tokens and its
   <eos>, a target image's codes and its <eoi>. Markers that open a target are given, not
@@ -67,9 +69,9 @@ def build_sequence(
     for i, seg in enumerate(sample.segments):
         target = i in sample.targets
         if isinstance(seg, Text):
-            if target:
+            if target or seg.role == "assistant":
                 put([text_tok.assistant_id], False)
-                put(text_tok.encode(seg.text) + [text_tok.eos_id], True)
+                put(text_tok.encode(seg.text) + [text_tok.eos_id], target)
             elif not drop_text:
                 put(text_tok.encode(seg.text), False)
         elif isinstance(seg, Image):

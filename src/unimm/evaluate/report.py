@@ -205,11 +205,45 @@ def _edit_md(name: str, res: dict, run_dir: Path) -> list[str]:
     return lines
 
 
+def _interleaved_md(name: str, res: dict, run_dir: Path) -> list[str]:
+    lines = [
+        f"## {name}: Interleaved-scene ({res['split']}, {res['n']} episodes)",
+        "",
+        "Each step is judged against the model's own previous output.",
+        "",
+        "| step | accuracy given the previous output | all steps so far right |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {k} | {res['per_step'][k]:.3f} | {res['chain'][k]:.3f} |" for k in res["chain"]]
+    lines.append("")
+    shown = [r for r in res["records"] if "images" in r][:8]
+    if shown:
+        fname = f"{name}_samples.png"
+        save_image(
+            image_grid([im for r in shown for im in r["images"]], nrow=2, scale=REPORT_SCALE),
+            run_dir / fname,
+        )
+        lines += [
+            f"![episodes]({fname}) (rows: step 1, step 2)",
+            "",
+            "| # | caption | instruction | question | answer | right per step |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {i + 1} | {r['caption']} | {r['instruction']} | {r['question']} | "
+            f"{r['answer']} | {' '.join('y' if c else 'n' for c in r['correct'])} |"
+            for i, r in enumerate(shown)
+        ]
+        lines.append("")
+    return lines
+
+
 _SECTIONS = {
     "geneval_scene": _geneval_md,
     "vqa_scene": _qa_md,
     "caption_scene": _caption_md,
     "edit_scene": _edit_md,
+    "interleaved_scene": _interleaved_md,
 }
 
 

@@ -81,6 +81,11 @@ class UnifiedModel(nn.Module):
         whole image matches its prompt, keeping the rest."""
         raise UnsupportedTask(f"the {self.recipe!r} recipe cannot inpaint")
 
+    def trained_tasks(self) -> set[str] | None:
+        """The world tasks this model's training mixture held (None = unknown), so evaluation
+        skips benchmarks of tasks it never learned unless asked."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.parameters())
         return {"recipe": self.recipe, "parameters": n}
@@ -124,3 +129,90 @@ class UnifiedModel(nn.Module):
         self, images: list[np.ndarray], sampling: SamplingConfig | None = None
     ) -> list[str]:
         return self.answer(images, [""] * len(images), sampling)
+
+    @torch.no_grad()
+    def edit_images(
+        self,
+        images: list[np.ndarray],
+        instructions: list[str],
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        validate: bool = False,
+    ) -> list[np.ndarray]:
+        """(image, instruction) -> edited image, one per pair. validate=True first reads each
+        image with the world detector and rejects instructions that name an absent or
+        ambiguous object (unimm.world.edits.InstructionError), before any generation."""
+        if len(images) != len(instructions):
+            raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
+        if validate:
+            from unimm.world.detector import detect
+            from unimm.world.edits import apply_instruction
+
+            for im, ins in zip(images, instructions):
+                apply_instruction(detect(im), ins)
+        prompts: list[list[Segment]] = [
+            [Image(im), Text(ins)] for im, ins in zip(images, instructions)
+        ]
+        out: list[np.ndarray] = []
+        for i in range(0, len(prompts), batch_size):
+            segs = self.generate(prompts[i : i + batch_size], "image", sampling, seed=seed + i)
+            out += [s.pixels for s in segs]
+        return out
+
+    @torch.no_grad()
+    def chat(
+        self,
+        turns: list,
+        modality: Modality = "text",
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> Segment:
+        """Reply to a conversation (unimm.conversation.Turn list ending with a user turn) with
+        one text or one image."""
+        from unimm.conversation import conversation_prompt
+
+        prompt = conversation_prompt(turns)
+        if sampling is None and modality == "text":
+            sampling = SamplingConfig(temperature=0.0)
+        return self.generate([prompt], modality, sampling, seed)[0]
+
+    @torch.no_grad()
+    def interleave(
+        self,
+        episodes: list[list[tuple[str, Modality]]],
+        images: list[np.ndarray] | None = None,
+        sampling: SamplingConfig | None = None,
+        text_sampling: SamplingConfig | None = None,
+        seed: int = 0,
+    ) -> list[list[Segment]]:
+        """Run interleaved requests: each episode is a list of (text, modality) steps with the
+        same modality pattern across the batch; step k's output is generated from everything
+        before it (earlier texts and outputs) and joins the context. images: an optional
+        starting image per episode. Returns every episode's outputs in order."""
+        from unimm.conversation import check_steps
+
+        if not episodes:
+            raise ValueError("no episodes given")
+        for ep in episodes:
+            check_steps(ep)
+        pattern = [m for _, m in episodes[0]]
+        if any([m for _, m in ep] != pattern for ep in episodes):
+            raise ValueError("episodes of one batch must produce the same modalities in order")
+        if images is not None and len(images) != len(episodes):
+            raise ValueError(f"{len(images)} start images for {len(episodes)} episodes")
+        text_sampling = text_sampling or SamplingConfig(temperature=0.0)
+        contexts: list[list[Segment]] = [
+            [Image(im)] if images is not None else [] for im in (images or episodes)
+        ]
+        outputs: list[list[Segment]] = [[] for _ in episodes]
+        for k, modality in enumerate(pattern):
+            for ctx, ep in zip(contexts, episodes):
+                ctx.append(Text(ep[k][0]))
+            s = sampling if modality == "image" else text_sampling
+            produced = self.generate(contexts, modality, s, seed=seed + k)
+            for ctx, out, seg in zip(contexts, outputs, produced):
+                seg = Text(seg.text, role="assistant") if isinstance(seg, Text) else seg
+                ctx.append(seg)
+                out.append(seg)
+        return outputs

@@ -78,20 +78,36 @@ class ChameleonModel(UnifiedModel):
         return_hidden: bool = False,
     ) -> torch.Tensor:
         """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
-        is_image = self.image_slots(tokens)  # (B, T)
-        B = tokens.shape[0]
-        seen = torch.zeros(B, dtype=torch.long, device=tokens.device)
+        seen = None
         if cache is not None and cache.length > 0:
             seen = cache.state["image_tokens"]
-        # Index of each image token inside its image: every image has exactly h * w codes.
-        index = (seen[:, None] + is_image.cumsum(1) - 1).clamp(min=0) % self.image_tokens
+        index = self.image_grid_index(tokens, seen)  # (B, T), -1 outside images
+        is_image = index >= 0
         if cache is not None:
-            cache.state["image_tokens"] = seen + is_image.sum(1)
+            before = seen if seen is not None else torch.zeros_like(tokens[:, 0])
+            cache.state["image_tokens"] = before + is_image.sum(1)
+        index = index.clamp(min=0)
         w = self.image_col.shape[0]
         pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
         x = self.backbone.tok_embeddings(tokens)
         x = x + pos2d * is_image[..., None].to(x.dtype)
         return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+
+    def trained_tasks(self) -> set[str]:
+        return {t for t, w in self.parts.config.train.tasks.items() if w > 0}
+
+    def image_grid_index(
+        self, tokens: torch.Tensor, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T) raster index (row * w + col) of every image token inside its image, -1 for
+        other tokens. Every image has exactly h * w tokens, so the running count of image tokens
+        (plus `seen`, (B,) image tokens before this chunk) modulo h * w is the index."""
+        is_image = self.image_slots(tokens)  # (B, T)
+        count = is_image.long().cumsum(1) - 1
+        if seen is not None:
+            count = count + seen[:, None]
+        index = count % self.image_tokens
+        return torch.where(is_image, index, torch.full_like(index, -1))
 
     def image_slots(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) bool: which positions hold an image token (codes are the last ids)."""
@@ -157,6 +173,15 @@ class ChameleonModel(UnifiedModel):
         opener = self.text_tok.boi_id if modality == "image" else self.text_tok.assistant_id
         return ids + [opener]
 
+    def max_prompt_images(self, modality: Modality) -> int:
+        """How many images a prompt may hold: each takes h*w codes + 2 markers, and an image
+        to generate needs room for one more."""
+        fit = self.parts.config.model.max_seq_len // (self.image_tokens + 2)
+        return fit - 1 if modality == "image" else fit
+
+    def check_prompts(self, prompts: list[list[Segment]], modality: Modality) -> None:
+        check_prompts(prompts, self.image_resolution, self.max_prompt_images(modality))
+
     @torch.no_grad()
     def generate(
         self,
@@ -166,16 +191,17 @@ class ChameleonModel(UnifiedModel):
         seed: int = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
-        check_prompts(prompts, self.image_tok.config.resolution)
+        self.check_prompts(prompts, modality)
         ids = [self._prompt_ids(p, modality) for p in prompts]
-        longest = max(len(x) for x in ids) + (
-            self.image_tokens if modality == "image" else sampling.max_new_tokens
-        )
-        if longest > self.parts.config.model.max_seq_len:
+        context = self.parts.config.model.max_seq_len
+        room = context - max(len(x) for x in ids)  # what the longest prompt leaves
+        need = self.image_tokens if modality == "image" else 1
+        if room < need:
             raise ValueError(
-                f"prompt too long: {longest} tokens with the output, the model takes "
-                f"{self.parts.config.model.max_seq_len}"
+                f"prompt too long: {context - room} tokens leave no room for the "
+                f"{'image' if modality == 'image' else 'answer'} (the model takes {context})"
             )
+        max_new_tokens = min(sampling.max_new_tokens, room)  # text: cut at the context's end
         decode = dict(
             temperature=sampling.temperature,
             top_k=sampling.top_k,
@@ -203,7 +229,7 @@ class ChameleonModel(UnifiedModel):
         out = generate(
             self,
             ids,
-            sampling.max_new_tokens,
+            max_new_tokens,
             allowed_ids=range(0, self.image_offset),
             stop_ids=[self.text_tok.eos_id],
             **decode,
@@ -234,13 +260,21 @@ class ChameleonModel(UnifiedModel):
         return model.eval()
 
 
-def check_prompts(prompts: list[list[Segment]], resolution: int) -> None:
-    """Reject empty prompts and wrongly sized images before any work is done."""
+def check_prompts(
+    prompts: list[list[Segment]], resolution: int, max_images: int | None = None
+) -> None:
+    """Reject empty prompts, wrongly sized images and more images than the context holds
+    before any work is done."""
     if not prompts:
         raise ValueError("no prompts given")
     for p in prompts:
         if not p:
             raise ValueError("empty prompt: give some text or an image")
+        n = sum(isinstance(s, Image) for s in p)
+        if max_images is not None and n > max_images:
+            raise ValueError(
+                f"too many images: the prompt holds {n}, this model's context fits {max_images}"
+            )
         for s in p:
             if isinstance(s, Text) and not s.text.strip():
                 raise ValueError("empty prompt: the text is blank")

@@ -33,7 +33,7 @@ from unimm.paradigms.masked_diffusion import (
     text_diffusion_loss,
 )
 from unimm.recipes.base import Modality, SamplingConfig
-from unimm.recipes.chameleon import ChameleonModel, check_prompts
+from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.showo import ShowoModel
 
 
@@ -170,5 +170,5 @@ class MMaDAModel(ShowoModel):
         sampling = sampling or SamplingConfig()
         if modality == "image":
             return super().generate(prompts, modality, sampling, seed)
-        check_prompts(prompts, self.image_resolution)
+        self.check_prompts(prompts, modality)
         return self.sample_text(prompts, sampling, seed)

@@ -200,7 +200,7 @@ class ShowoModel(ChameleonModel):
         sampling = sampling or SamplingConfig()
         if modality == "text":
             return super().generate(prompts, modality, sampling, seed)
-        check_prompts(prompts, self.image_resolution)
+        self.check_prompts(prompts, modality)
         codes = self.sample_images(prompts, sampling, seed)
         return [Image(p) for p in to_uint8(self.image_tok.decode(codes))]
 

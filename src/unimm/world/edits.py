@@ -134,3 +134,84 @@ def edit(
         if e is not None:
             return e
     raise ValueError(f"no feasible edit of kinds {kinds} for scene {scene}")
+
+
+# ---------------------------------------------------------------- reading instructions
+
+
+class InstructionError(ValueError):
+    """An edit instruction that does not apply to the scene (absent or ambiguous object)."""
+
+
+def _resolve(scene: Scene, ref: str) -> int:
+    """Index of the object that "the circle" / "the red circle" names; raises InstructionError
+    when no object or several objects fit."""
+    words = ref.split()
+    if len(words) not in (2, 3) or words[0] != "the" or words[-1] not in SHAPES:
+        raise InstructionError(
+            f"cannot read the object {ref!r} (say 'the circle' or 'the red circle')"
+        )
+    shape = words[-1]
+    color = words[1] if len(words) == 3 else None
+    if color is not None and color not in COLOR_NAMES:
+        raise InstructionError(f"unknown colour {color!r} in {ref!r}")
+    hits = [
+        i
+        for i, o in enumerate(scene.objects)
+        if o.shape == shape and (color is None or o.color == color)
+    ]
+    if not hits:
+        raise InstructionError(f"the image has no {' '.join(words[1:])} to edit")
+    if len(hits) > 1:
+        raise InstructionError(
+            f"the image has {len(hits)} {' '.join(words[1:])}s: {ref!r} is ambiguous"
+        )
+    return hits[0]
+
+
+def apply_instruction(scene: Scene, instruction: str) -> Edit:
+    """The exact target of a world edit instruction applied to `scene` (the inverse of `edit`:
+    recolour / remove / move name a unique object, add names a new one). An added object's
+    position is free, so the target places it deterministically where it fits; judge an "add"
+    by its pairs and the untouched objects (`unimm.evaluate.editing.edit_correct`).
+    Raises InstructionError when the instruction does not parse or names an absent or
+    ambiguous object, and for moves that leave the canvas or collide."""
+    text = " ".join(instruction.strip().lower().rstrip(".").split())
+    verb, _, rest = text.partition(" ")
+    if verb == "make":
+        ref, _, color = rest.rpartition(" ")
+        if color not in COLOR_NAMES:
+            raise InstructionError(f"cannot read the colour in {instruction!r}")
+        i = _resolve(scene, ref)
+        return Edit(text, with_object(scene, i, color=color), "recolor", i)
+    if verb == "remove":
+        i = _resolve(scene, rest)
+        objs = scene.objects[:i] + scene.objects[i + 1 :]
+        return Edit(text, Scene(objs, scene.resolution), "remove", i)
+    if verb == "move":
+        for name, (dx, dy) in DIRECTIONS.items():
+            if rest.endswith(" " + name):
+                i = _resolve(scene, rest[: -len(name) - 1])
+                o, d = scene.objects[i], move_distance(scene.resolution)
+                target = with_object(scene, i, x=o.x + dx * d, y=o.y + dy * d)
+                if not is_valid(target):
+                    raise InstructionError(f"cannot {text}: it would leave the canvas or overlap")
+                return Edit(text, target, "move", i)
+        raise InstructionError(f"cannot read the direction in {instruction!r}")
+    if verb == "add":
+        words = rest.split()
+        if len(words) != 3 or words[0] not in ("a", "an") or words[1] not in COLOR_NAMES:
+            raise InstructionError(f"cannot read the object to add in {instruction!r}")
+        if words[2] not in SHAPES:
+            raise InstructionError(f"unknown shape {words[2]!r} in {instruction!r}")
+        rng = random.Random(f"unimm-add:{text}:{scene}")
+        try:
+            target = place_objects(
+                rng, [(words[1], words[2])], resolution=scene.resolution, fixed=scene.objects
+            )
+        except ValueError:
+            raise InstructionError(f"no free space to {text}") from None
+        return Edit(text, target, "add", len(scene.objects))
+    raise InstructionError(
+        f"cannot read the edit {instruction!r}: start with make, add, remove or move"
+    )
