@@ -153,3 +153,12 @@ def test_save_load_round_trip(recipe, tmp_path):
     la = model.loss(batch, torch.Generator().manual_seed(0))["loss"]
     lb = again.loss(batch, torch.Generator().manual_seed(0))["loss"]
     assert torch.equal(la, lb)
+
+
+def test_showo_prompt_cache_equals_rereading_the_prompt():
+    model = make("showo")
+    prompts = [[Text("a red circle")], [Image(rand_image(5)), Text("make the circle green")]]
+    for sampling in (SamplingConfig(temperature=0.0, cfg_scale=2.0), SamplingConfig()):
+        cached = model.sample_images(prompts, sampling, seed=3)
+        fresh = model.sample_images(prompts, sampling, seed=3, use_cache=False)
+        assert torch.equal(cached, fresh)

@@ -73,6 +73,17 @@ class KVCache:
             raise ValueError(f"cannot crop a KVCache that carries state {sorted(self.state)}")
         self.length = length
 
+    def snapshot(self) -> tuple[int, dict[str, Tensor]]:
+        """The cache's length and per-row state, to come back to with `restore`: run a span
+        against a cached context several times (masked-diffusion steps over a cached prompt)."""
+        return self.length, dict(self.state)
+
+    def restore(self, mark: tuple[int, dict[str, Tensor]]) -> None:
+        length, state = mark
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot restore a KVCache of length {self.length} to {length}")
+        self.length, self.state = length, dict(state)
+
     def select(self, rows: Tensor | list[int]) -> None:
         """Keep only these batch rows (in this order), e.g. to drop finished sequences."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.k.device)

@@ -39,6 +39,7 @@ from unimm.recipes.showo import ShowoModel
 
 class MMaDAModel(ShowoModel):
     recipe = "mmada"
+    cache_prompt = False  # full attention: the prompt reads the image, so it changes each step
 
     def attention_mask(self, tokens: Tensor, pad: Tensor | None = None) -> Tensor:
         if pad is None:

@@ -51,6 +51,7 @@ def image_blocks(tokens: Tensor, boi_id: int, eoi_id: int) -> Tensor:
 
 class ShowoModel(ChameleonModel):
     recipe = "showo"
+    cache_prompt = True  # the prompt does not attend to the image being generated
 
     @property
     def mask_id(self) -> int:
@@ -141,10 +142,11 @@ class ShowoModel(ChameleonModel):
         sampling: SamplingConfig,
         seed: int,
         known: Tensor | None = None,
+        use_cache: bool = True,
     ) -> Tensor:
         """Fill the image slots that follow each prompt by masked diffusion; returns codes
         (B, h, w). known: (B, h*w) long codes with -1 at the slots to generate (inpainting);
-        None = generate every slot."""
+        None = generate every slot. use_cache=False re-reads the prompt at every step (tests)."""
         B, N = len(prompts), self.image_tokens
         cond = [self._prompt_ids(p, "image") for p in prompts]
         rows = cond
@@ -177,11 +179,24 @@ class ShowoModel(ChameleonModel):
         scheduler = self.sampler(sampling)
         g = torch.Generator().manual_seed(seed)
         first, K = self.image_offset, self.image_tok.codebook_size
+        mask = self.attention_mask(tokens, ~valid)  # (R, 1, total, total), fixed over steps
+        start, cache = 0, None
+        if self.cache_prompt and use_cache:
+            # Omni-attention: the prompt never reads the image, so its keys and values are the
+            # same at every step. Prefill it once; each step runs <boi> + slots + <eoi> against
+            # it (the chunk starts at <boi> so the model sees the image block open).
+            start = P - 1
+            cache = self.make_cache(R, total)
+            self(tokens[:, :start], positions[:, :start], mask[:, :, :start, :start], cache, True)
+            prefix = cache.snapshot()
         for i in range(scheduler.num_steps):
             slots = torch.where(masked, self.mask_id, codes + first)  # (B, N)
             tokens[:, P : P + N] = slots.repeat(R // B, 1)
-            mask = self.attention_mask(tokens, ~valid)
-            hidden = self(tokens, positions, mask, return_hidden=True)[:, P : P + N]
+            if cache is not None:
+                cache.restore(prefix)
+            hidden = self(tokens[:, start:], positions[:, start:], mask[:, :, start:], cache, True)[
+                :, P - start : P - start + N
+            ]
             logits = self.head(hidden)[..., first : first + K].float()  # (R, N, K)
             if use_cfg:
                 c, u = logits[:B], logits[B:]
