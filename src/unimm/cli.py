@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", help='e.g. "a red circle left of a blue square"')
     g.add_argument("-n", "--num-images", type=_positive_int, default=4)
     g.add_argument("--out", default="generated", help="output folder (default %(default)s)")
-    _sampling_args(g, cfg_default=3.0)
+    _sampling_args(g, cfg_default=5.0)
 
     c = sub.add_parser(
         "chat",
@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("-o", "--out", default="edited.png", help="output PNG (default %(default)s)")
     d.add_argument("--no-check", action="store_true", help="skip the detector's check")
-    _sampling_args(d, cfg_default=3.0)
+    _sampling_args(d, cfg_default=5.0)
 
     v = sub.add_parser(
         "interleave",
@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("request")
     v.add_argument("--image", help="a starting image for the first step to work on")
     v.add_argument("--out", default="interleaved", help="output folder (default %(default)s)")
-    _sampling_args(v, cfg_default=3.0)
+    _sampling_args(v, cfg_default=5.0)
 
     i = sub.add_parser(
         "inpaint",
@@ -157,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         help="pixel box to regenerate (X1, Y1 exclusive)",
     )
     i.add_argument("-o", "--out", default="inpainted.png", help="output PNG (default %(default)s)")
-    _sampling_args(i, cfg_default=3.0)
+    _sampling_args(i, cfg_default=5.0)
 
     w = sub.add_parser(
         "world",
@@ -175,11 +175,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sampling_args(p: argparse.ArgumentParser, cfg_default=3.0, temperature_default=1.0) -> None:
+def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_default=1.0) -> None:
     p.add_argument("--temperature", type=float, default=temperature_default)
     p.add_argument("--top-k", type=_positive_int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--cfg", type=float, default=cfg_default, help="classifier-free guidance scale")
+    p.add_argument(
+        "--standard-cfg",
+        action="store_true",
+        help="guide the background's probability too (default: the conditional model decides "
+        "it, see unimm.paradigms.guidance)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--steps",
@@ -201,6 +207,7 @@ def _sampling(args: argparse.Namespace):
         top_k=args.top_k,
         top_p=args.top_p,
         cfg_scale=args.cfg,
+        cfg_keep_background=not args.standard_cfg,
         steps=args.steps,
     )
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from unimm.model.attention import KVCache
 from unimm.model.masks import padding_mask
+from unimm.paradigms.guidance import guide
 
 
 class CausalLM(Protocol):
@@ -142,6 +143,7 @@ def generate(
     top_p: float | None = None,
     cfg_scale: float = 1.0,
     uncond_prompts: list[list[int]] | None = None,
+    cfg_keep_ids: Iterable[int] | None = None,
     allowed_ids: range | Tensor | None = None,
     stop_ids: Iterable[int] = (),
     generator: torch.Generator | None = None,
@@ -157,6 +159,8 @@ def generate(
 
     cfg_scale / uncond_prompts: when uncond_prompts is given (one per prompt), its rows run in
     the same batch and logits = u + cfg_scale * (c - u); both rows receive the sampled token.
+    cfg_keep_ids: background-preserving guidance (unimm.paradigms.guidance): these ids' total
+    probability comes from the conditional row alone.
     allowed_ids: restrict sampling to these ids (e.g. `range(first_code, first_code + n_codes)`).
     stop_ids: a row stops after emitting one of these (the stop id is included in its output).
     Image generation = allowed_ids + max_new_tokens = codes per image + no stop ids.
@@ -208,11 +212,15 @@ def generate(
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
 
+    keep = None
+    if cfg_keep_ids is not None:
+        keep = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+        keep[torch.as_tensor(list(cfg_keep_ids), dtype=torch.long, device=device)] = True
+
     def cfg(logits: Tensor) -> Tensor:
         logits = logits.float()  # (R, V)
         if uncond_prompts is not None:
-            c, u = logits[:B], logits[B:]
-            logits = u + cfg_scale * (c - u)  # (B, V)
+            logits = guide(logits[:B], logits[B:], cfg_scale, keep, allowed)  # (B, V)
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
         return logits

@@ -31,7 +31,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
-    cfg_scale: float = 3.0  # image generation only; 1.0 turns guidance off
+    cfg_scale: float = 5.0  # image generation only; 1.0 turns guidance off
+    # Guidance leaves the probability of blank background to the conditional model
+    # (unimm.paradigms.guidance; docs/LOG.md: 0.12 -> 0.20 GenEval-scene); False = standard CFG.
+    cfg_keep_background: bool = True
     max_new_tokens: int = 48  # text only; images always produce a whole image
     steps: int | None = None  # iterative samplers (diffusion, flow): None = the recipe's default
 

@@ -93,6 +93,17 @@ class ChameleonModel(UnifiedModel):
         x = x + pos2d * is_image[..., None].to(x.dtype)
         return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
 
+    def background_codes(self) -> list[int]:
+        """Codes (0-based) that a blank white image encodes to: what guidance leaves alone."""
+        if getattr(self, "_background", None) is None:
+            size = self.image_resolution
+            blank = torch.ones(1, 3, size, size)  # white in the [-1, 1] pixel range
+            self._background = sorted(set(self.image_tok.encode(blank).flatten().tolist()))
+        return self._background
+
+    def background_ids(self) -> list[int]:
+        return [c + self.image_offset for c in self.background_codes()]
+
     def trained_tasks(self) -> set[str]:
         return {t for t, w in self.parts.config.train.tasks.items() if w > 0}
 
@@ -221,6 +232,7 @@ class ChameleonModel(UnifiedModel):
                 self.image_tokens,
                 cfg_scale=sampling.cfg_scale,
                 uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
+                cfg_keep_ids=self.background_ids() if sampling.cfg_keep_background else None,
                 allowed_ids=range(first_code, first_code + self.image_tok.codebook_size),
                 **decode,
             )

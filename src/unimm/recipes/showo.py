@@ -30,6 +30,7 @@ from unimm.data.sample import Image, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenBatch, collate
 from unimm.model.masks import block_causal_mask, causal_mask
 from unimm.paradigms.autoregressive import next_token_loss, next_token_targets
+from unimm.paradigms.guidance import guide
 from unimm.paradigms.masked_diffusion import (
     MaskedDiffusionConfig,
     MaskedDiffusionScheduler,
@@ -180,6 +181,10 @@ class ShowoModel(ChameleonModel):
         g = torch.Generator().manual_seed(seed)
         first, K = self.image_offset, self.image_tok.codebook_size
         mask = self.attention_mask(tokens, ~valid)  # (R, 1, total, total), fixed over steps
+        keep = None
+        if sampling.cfg_keep_background:
+            keep = torch.zeros(K, dtype=torch.bool)
+            keep[self.background_codes()] = True
         start, cache = 0, None
         if self.cache_prompt and use_cache:
             # Omni-attention: the prompt never reads the image, so its keys and values are the
@@ -199,8 +204,7 @@ class ShowoModel(ChameleonModel):
             ]
             logits = self.head(hidden)[..., first : first + K].float()  # (R, N, K)
             if use_cfg:
-                c, u = logits[:B], logits[B:]
-                logits = u + sampling.cfg_scale * (c - u)
+                logits = guide(logits[:B], logits[B:], sampling.cfg_scale, keep)
             codes, masked = scheduler.step(logits, codes, masked, i, generator=g)
         return codes.view(B, *self.image_tok.grid)
 
