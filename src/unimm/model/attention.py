@@ -91,7 +91,7 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike.
-        self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=False)
+        self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=config.qkv_bias)
         self.wo = nn.Linear(q_dim, config.dim, bias=False)
         self.qk_norm = config.qk_norm
         if config.qk_norm:

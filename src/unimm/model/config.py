@@ -37,6 +37,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     qk_norm: bool = False  # RMSNorm on queries and keys per head; Chameleon uses it for stability
     tie_embeddings: bool = False
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:

@@ -57,6 +57,8 @@ class Transformer(nn.Module):
             if p.ndim >= 2:
                 is_out = name.endswith("attn.wo.weight") or name.endswith("mlp.w2.weight")
                 nn.init.normal_(p, mean=0.0, std=out_std if is_out else 0.02)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
         for m in self.modules():
             if isinstance(m, RMSNorm):
                 m.reset_parameters()

@@ -1,0 +1,109 @@
+"""Llama / Qwen2 import: tiny random transformers models saved to disk, loaded into the unimm
+backbone, must give the same logits (<= 1e-4, fp32) and the same greedy tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from unimm.interop.hf_files import HFImportError  # noqa: E402
+from unimm.interop.hf_llama import load_hf_llm  # noqa: E402
+from unimm.paradigms.autoregressive import generate  # noqa: E402
+
+TINY = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
+
+
+def tiny_hf(kind: str, **overrides):
+    torch.manual_seed(0)
+    if kind == "llama":
+        cfg = transformers.LlamaConfig(**{**TINY, "rope_theta": 5000.0, **overrides})
+        model = transformers.LlamaForCausalLM(cfg)
+    else:
+        cfg = transformers.Qwen2Config(**{**TINY, **overrides})
+        model = transformers.Qwen2ForCausalLM(cfg)
+    with torch.no_grad():  # non-trivial norms and biases, so a mapping slip shows in logits
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def hf_generate(model, ids: torch.Tensor, n: int) -> list[int]:
+    out = model.generate(
+        ids, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
+        attention_mask=torch.ones_like(ids),
+    )
+    return out[0, ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize(
+    "kind,overrides",
+    [("llama", {}), ("qwen2", {}), ("llama", {"tie_word_embeddings": True})],
+)
+def test_import_matches_transformers(tmp_path, kind, overrides):
+    ref = tiny_hf(kind, **overrides)
+    ref.save_pretrained(tmp_path)
+    model = load_hf_llm(tmp_path)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = ref(ids).logits
+        got = model(ids)
+    assert (got - want).abs().max() <= 1e-4
+    assert model.config.qkv_bias == (kind == "qwen2")
+    assert model.config.tie_embeddings == bool(overrides.get("tie_word_embeddings", False))
+    prompt = ids[:1, :5]
+    ours = generate(model, [prompt[0].tolist()], 12, temperature=0.0)[0]
+    assert ours == hf_generate(ref, prompt, 12)
+
+
+def test_sharded_checkpoint(tmp_path):
+    ref = tiny_hf("qwen2")
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    ids = torch.arange(10)[None]
+    with torch.no_grad():
+        assert (load_hf_llm(tmp_path)(ids) - ref(ids).logits).abs().max() <= 1e-4
+
+
+def _edit_config(path, **changes):
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def test_refusals_name_the_problem(tmp_path):
+    ref = tiny_hf("llama")
+    ref.save_pretrained(tmp_path)
+    _edit_config(tmp_path, intermediate_size=48)
+    with pytest.raises(HFImportError, match=r"gate_proj.weight has shape \(64, 32\).*\(48, 32\)"):
+        load_hf_llm(tmp_path)
+    _edit_config(tmp_path, intermediate_size=64, rope_parameters={"rope_type": "yarn", "factor": 2.0})
+    with pytest.raises(HFImportError, match="RoPE type 'yarn'"):
+        load_hf_llm(tmp_path)
+    _edit_config(tmp_path, rope_parameters=None, model_type="gpt2")
+    with pytest.raises(HFImportError, match="model_type 'gpt2'"):
+        load_hf_llm(tmp_path)
+    _edit_config(tmp_path, model_type="llama", num_hidden_layers=1)
+    with pytest.raises(HFImportError, match=r"no place for: \['model.layers.1"):
+        load_hf_llm(tmp_path)
+    _edit_config(tmp_path, num_hidden_layers=2, attention_bias=True)
+    with pytest.raises(HFImportError, match="attention_bias=True"):
+        load_hf_llm(tmp_path)
+    _edit_config(tmp_path, attention_bias=False)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(HFImportError, match="never loads pickles"):
+        load_hf_llm(tmp_path)
