@@ -42,7 +42,11 @@ def tiny_hf(kind: str, **overrides):
 
 def hf_generate(model, ids: torch.Tensor, n: int) -> list[int]:
     out = model.generate(
-        ids, max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0,
+        ids,
+        max_new_tokens=n,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
         attention_mask=torch.ones_like(ids),
     )
     return out[0, ids.shape[1] :].tolist()
@@ -90,7 +94,8 @@ def test_refusals_name_the_problem(tmp_path):
     _edit_config(tmp_path, intermediate_size=48)
     with pytest.raises(HFImportError, match=r"gate_proj.weight has shape \(64, 32\).*\(48, 32\)"):
         load_hf_llm(tmp_path)
-    _edit_config(tmp_path, intermediate_size=64, rope_parameters={"rope_type": "yarn", "factor": 2.0})
+    yarn = {"rope_type": "yarn", "factor": 2.0}
+    _edit_config(tmp_path, intermediate_size=64, rope_parameters=yarn)
     with pytest.raises(HFImportError, match="RoPE type 'yarn'"):
         load_hf_llm(tmp_path)
     _edit_config(tmp_path, rope_parameters=None, model_type="gpt2")

@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 transformers = pytest.importorskip("transformers")
 
+from tests.test_chameleon import CORPUS, samples  # noqa: E402
 from unimm.interop.hf_llama import load_hf_llm  # noqa: E402
 from unimm.interop.unified import chameleon_from_hf_llm, text_tokenizer_from_hf  # noqa: E402
 from unimm.interop.vocab import resize_vocabulary  # noqa: E402
@@ -16,7 +17,6 @@ from unimm.presets import get_run_config  # noqa: E402
 from unimm.recipes.chameleon import ChameleonModel  # noqa: E402
 from unimm.tokenizers.text import SPECIAL_TOKENS  # noqa: E402
 from unimm.tokenizers.vq import VQTokenizer  # noqa: E402
-from tests.test_chameleon import CORPUS, samples  # noqa: E402
 
 
 def hf_llm_folder(path, tie=False):
@@ -24,7 +24,9 @@ def hf_llm_folder(path, tie=False):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+        vocab_size=300,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
@@ -32,8 +34,13 @@ def hf_llm_folder(path, tie=False):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
         vocab_size=tok.get_vocab_size() + 4,  # padded rows, as real checkpoints have
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=192, tie_word_embeddings=tie,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=192,
+        tie_word_embeddings=tie,
     )
     transformers.LlamaForCausalLM(cfg).save_pretrained(path)
     return tok
@@ -80,7 +87,8 @@ def test_chameleon_trains_from_imported_llm(tmp_path, tie):
     assert model.image_offset == n_text
     assert model.config.vocab_size == n_text + image.codebook_size
     keep = min(n_text, llm.config.vocab_size)
-    assert torch.equal(model.backbone.tok_embeddings.weight[:keep], llm.tok_embeddings.weight[:keep])
+    emb = model.backbone.tok_embeddings.weight
+    assert torch.equal(emb[:keep], llm.tok_embeddings.weight[:keep])
     assert torch.equal(model.backbone.layers[1].mlp.w2.weight, llm.layers[1].mlp.w2.weight)
     assert (model.backbone.output.weight is model.backbone.tok_embeddings.weight) == tie
 

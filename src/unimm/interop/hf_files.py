@@ -45,7 +45,9 @@ def read_hf_config(directory: str | Path) -> dict:
         raise HFImportError(f"Hugging Face folder not found: {directory}")
     data = read_json(directory / HF_CONFIG)
     if "model_type" not in data:
-        raise HFImportError(f"{directory / HF_CONFIG} has no 'model_type': not a transformers config")
+        raise HFImportError(
+            f"{directory / HF_CONFIG} has no 'model_type': not a transformers config"
+        )
     return data
 
 
@@ -65,7 +67,9 @@ def read_hf_weights(directory: str | Path) -> dict[str, torch.Tensor]:
             tensors.update(_load_shard(path))
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
-            raise HFImportError(f"tensors listed in {HF_INDEX} but absent from shards: {missing[:3]}")
+            raise HFImportError(
+                f"tensors listed in {HF_INDEX} but absent from its shards: {missing[:3]}"
+            )
         return tensors
     if (directory / HF_WEIGHTS).is_file():
         return load_tensors(directory / HF_WEIGHTS)

@@ -100,7 +100,8 @@ class _Consumer:
         t = self.left.pop(name)
         if tuple(t.shape) != tuple(shape):
             raise HFImportError(
-                f"{self.where}: tensor {name} has shape {tuple(t.shape)}, the config implies {shape}"
+                f"{self.where}: tensor {name} has shape {tuple(t.shape)}, "
+                f"the config implies {shape}"
             )
         return t
 

@@ -40,7 +40,8 @@ def resize_vocabulary(
     generator = torch.Generator().manual_seed(seed)
     c = replace(model.config, vocab_size=vocab_size)
     state = dict(model.state_dict())
-    state["tok_embeddings.weight"] = _grow(state["tok_embeddings.weight"], vocab_size, noise, generator)
+    emb = state["tok_embeddings.weight"]
+    state["tok_embeddings.weight"] = _grow(emb, vocab_size, noise, generator)
     if c.tie_embeddings:
         state["output.weight"] = state["tok_embeddings.weight"]
     else:
