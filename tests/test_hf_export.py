@@ -18,7 +18,7 @@ def random_backbone(**overrides) -> Transformer:
     torch.manual_seed(0)
     model = Transformer(tiny(rope_theta=20000.0, norm_eps=1e-6, **overrides))
     with torch.no_grad():  # non-trivial gains and biases, so a mapping slip shows in logits
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
