@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken, Tokenizer
 
-from unimm.interop.hf_files import HFImportError
-from unimm.interop.hf_llama import load_hf_llm
+from unimm.interop.hf_files import HFImportError, read_hf_config
+from unimm.interop.hf_llama import LLM_TYPES, load_hf_llm
 from unimm.interop.vocab import resize_vocabulary
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.chameleon import ChameleonModel
@@ -69,3 +69,26 @@ def chameleon_from_hf_llm(
     if cfg.model.tie_embeddings:
         model.backbone.output.weight = model.backbone.tok_embeddings.weight
     return model
+
+
+def chameleon_from_hf_source(
+    src: str | Path, image_tokenizer: VQTokenizer | str | Path | None, preset: str = "small"
+) -> ChameleonModel:
+    """ChameleonModel.from_pretrained on a Hugging Face LLM folder (or hub id, when online)."""
+    from unimm.interop.importer import resolve_source
+
+    folder = resolve_source(src)
+    kind = read_hf_config(folder)["model_type"]
+    if kind not in LLM_TYPES:
+        raise HFImportError(
+            f"{src} is a Hugging Face {kind!r} model; the chameleon recipe starts from "
+            f"{' or '.join(LLM_TYPES)} (for a Hugging Face Chameleon see docs/INTEROP.md)"
+        )
+    if image_tokenizer is None:
+        raise HFImportError(
+            f"{src} is a Hugging Face {kind} LLM: pass image_tokenizer= (a unimm image "
+            "tokenizer or its directory) to start a chameleon model from it"
+        )
+    if not isinstance(image_tokenizer, VQTokenizer):
+        image_tokenizer = VQTokenizer.from_pretrained(image_tokenizer)
+    return chameleon_from_hf_llm(folder, image_tokenizer, get_run_config(preset))
