@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 
 def _swiglu_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -36,6 +36,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     qk_norm: bool = False  # RMSNorm on queries and keys per head; Chameleon uses it for stability
+    # "rms": one RMSNorm shared by all heads. "layer_per_head": LayerNorm with a gain and bias
+    # per head, as in the released Chameleon weights (imported by unimm.interop.hf_chameleon).
+    qk_norm_kind: Literal["rms", "layer_per_head"] = "rms"
     tie_embeddings: bool = False
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
 
@@ -69,6 +72,11 @@ class ModelConfig:
             raise ValueError(f"head_dim = dim / n_heads must be even for RoPE, got {self.head_dim}")
         if self.rope_theta <= 0:
             raise ValueError(f"ModelConfig.rope_theta must be > 0, got {self.rope_theta}")
+        if self.qk_norm_kind not in ("rms", "layer_per_head"):
+            raise ValueError(
+                f"ModelConfig.qk_norm_kind must be 'rms' or 'layer_per_head', "
+                f"got {self.qk_norm_kind!r}"
+            )
         if self.norm_eps <= 0:
             raise ValueError(f"ModelConfig.norm_eps must be > 0, got {self.norm_eps}")
 

@@ -41,6 +41,25 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + swapped * sin).to(x.dtype)
 
 
+class PerHeadLayerNorm(nn.Module):
+    """LayerNorm over head_dim with its own gain and bias for every head: the QK-norm of the
+    released Chameleon weights (arXiv 2405.09818), trained with tensor parallelism where each
+    head shard kept its own norm. eps 1e-5 as in those weights."""
+
+    def __init__(self, n_heads: int, head_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_heads, head_dim))
+        self.bias = nn.Parameter(torch.zeros(n_heads, head_dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, H, hd)
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+
+
 class SwiGLU(nn.Module):
     """Gated MLP (arXiv 2002.05202). Gate and up projections are one matmul (w13) for speed."""
 

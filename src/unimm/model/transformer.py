@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from unimm.model.attention import Attention, KVCache
 from unimm.model.config import ModelConfig
-from unimm.model.layers import RMSNorm, SwiGLU, rope_cos_sin
+from unimm.model.layers import PerHeadLayerNorm, RMSNorm, SwiGLU, rope_cos_sin
 from unimm.model.masks import causal_mask
 
 
@@ -60,7 +60,7 @@ class Transformer(nn.Module):
             elif name.endswith(".bias"):
                 nn.init.zeros_(p)
         for m in self.modules():
-            if isinstance(m, RMSNorm):
+            if isinstance(m, RMSNorm | PerHeadLayerNorm):
                 m.reset_parameters()
 
     def num_params(self, non_embedding: bool = True) -> int:
