@@ -22,6 +22,14 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+@pytest.mark.parametrize("cmd", ["import", "export", "finetune"])
+def test_interop_commands_have_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: unimm " + cmd in capsys.readouterr().out
+
+
 def test_import_backbone_then_export_round_trip(tmp_path, capsys):
     ref = tiny_hf("qwen2")
     ref.save_pretrained(tmp_path / "hf", max_shard_size="20KB")

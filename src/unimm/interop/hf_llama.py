@@ -196,7 +196,7 @@ def load_hf_llm(directory: str | Path, dtype: torch.dtype = torch.float32) -> Tr
 # ----------------------------------------------------------------------------- export
 
 
-def hf_config_from_model(c: ModelConfig) -> dict:
+def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     """The transformers config dict for a backbone: Qwen2 when it has q/k/v biases, else Llama."""
     if c.qk_norm:
         raise HFImportError(
@@ -221,7 +221,7 @@ def hf_config_from_model(c: ModelConfig) -> dict:
         "rope_theta": c.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
         "tie_word_embeddings": c.tie_embeddings,
-        "torch_dtype": "float32",
+        "dtype": str(dtype).removeprefix("torch."),
     }
     if kind == "llama":
         cfg.update(attention_bias=False, mlp_bias=False)
@@ -259,7 +259,7 @@ def export_hf_llm(
     loads (LlamaForCausalLM, or Qwen2ForCausalLM when the backbone has q/k/v biases).
     Recipe-specific parts around the backbone (e.g. Chameleon's 2-D image-position embedding)
     are not part of a Llama and are not exported."""
-    config = hf_config_from_model(model.config)
+    config = hf_config_from_model(model.config, model.tok_embeddings.weight.dtype)
     tensors = hf_state_from_backbone(model)
     return write_directory(
         directory, lambda tmp: write_hf_folder(tmp, config, tensors, max_shard_bytes)
