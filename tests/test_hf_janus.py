@@ -87,7 +87,17 @@ def test_logits_with_an_image_match(pair):
     ids = torch.tensor([[1, 30, 31] + [IMAGE_ID] * 16 + [40, 41]])
     with torch.no_grad():
         want = ref(input_ids=ids, pixel_values=pixels).logits
+        hf = ref.generate(
+            input_ids=ids,
+            pixel_values=pixels,
+            max_new_tokens=6,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            generation_mode="text",
+        )[0, ids.shape[1] :].tolist()
     assert (ours.logits(ids, pixels) - want).abs().max() <= 1e-4
+    assert ours.answer(ids, 6, pixels, temperature=0.0)[0] == hf
 
 
 def test_image_codes_match_the_generation_head_and_decode(pair):

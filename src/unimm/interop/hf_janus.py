@@ -131,15 +131,19 @@ class JanusImageHead(nn.Module):
 
 
 class _ImageLM(nn.Module):
-    """A `CausalLM` view for the sampler: ids < V are text, ids >= V are image codes (id - V);
-    logits are text logits then code logits, so `allowed_ids = range(V, V + n_codes)` samples
-    codes only."""
+    """A `CausalLM` view for the sampler: ids < V are text, ids in [V, V + n_codes) are image
+    codes (id - V), and ids from V + n_codes on are rows of `features`, the aligned SigLIP
+    features of the prompt's images (so an understanding prompt with images is still a list of
+    ids). Logits are text logits then code logits, so `allowed_ids = range(V, V + n_codes)`
+    samples codes only and `range(0, V)` text only."""
 
     def __init__(self, backbone: Transformer, gen: JanusImageHead) -> None:
         super().__init__()
         self.backbone, self.gen = backbone, gen
         self.text_vocab = backbone.config.vocab_size
+        self.first_feature = self.text_vocab + gen.embed.num_embeddings
         self.config = backbone.config
+        self.features: Tensor | None = None  # (F, D), set for the length of one generate call
 
     def make_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
         return self.backbone.make_cache(batch_size, max_len, dtype)
@@ -148,10 +152,17 @@ class _ImageLM(nn.Module):
         return torch.cat([self.backbone.head(hidden), self.gen.head(hidden)], dim=-1)
 
     def forward(self, tokens, positions=None, mask=None, cache=None, return_hidden=False):
-        is_code = tokens >= self.text_vocab  # (B, T)
-        text = self.backbone.tok_embeddings(tokens.clamp(max=self.text_vocab - 1))
-        codes = self.gen.embed_codes((tokens - self.text_vocab).clamp(min=0))
+        V, first = self.text_vocab, self.first_feature
+        is_code = (tokens >= V) & (tokens < first)  # (B, T)
+        text = self.backbone.tok_embeddings(tokens.clamp(max=V - 1))
+        codes = self.gen.embed_codes((tokens - V).clamp(0, first - V - 1))
         x = torch.where(is_code[..., None], codes, text)  # (B, T, D)
+        is_feature = tokens >= first
+        if is_feature.any():
+            if self.features is None:
+                raise ValueError("image-feature ids given without features")
+            x = x.clone()
+            x[is_feature] = self.features[tokens[is_feature] - first].to(x.dtype)
         hidden = self.backbone(None, positions, mask, cache, return_hidden=True, embeds=x)
         return hidden if return_hidden else self.head(hidden)
 
@@ -217,9 +228,30 @@ class HFJanus:
         return self.backbone(None, embeds=self.embed(ids, pixels))  # (B, T, V)
 
     @torch.no_grad()
-    def answer(self, ids: Tensor, max_new_tokens: int, **sampling) -> list[list[int]]:
-        """Text continuation of text-only prompts with unimm's KV-cached sampler."""
-        return generate(self.backbone, ids.tolist(), max_new_tokens, **sampling)
+    def answer(
+        self, ids: Tensor, max_new_tokens: int, pixels: Tensor | None = None, **sampling
+    ) -> list[list[int]]:
+        """Understanding: text continuation of each prompt row with unimm's KV-cached sampler;
+        the `<image>` slots are filled with the aligned SigLIP features of `pixels`."""
+        if pixels is None:
+            return generate(self.backbone, ids.tolist(), max_new_tokens, **sampling)
+        feats = self.aligner(self.vision(pixels).last_hidden_state)
+        feats = feats.reshape(-1, feats.shape[-1])  # (F, D)
+        slots = ids == self.image_token_id
+        if int(slots.sum()) != feats.shape[0]:
+            raise ValueError(
+                f"the prompt has {int(slots.sum())} <image> slots, the images give {feats.shape[0]}"
+            )
+        ids = ids.clone()
+        ids[slots] = self.image_lm.first_feature + torch.arange(feats.shape[0])
+        self.image_lm.features = feats
+        try:
+            V = self.backbone.config.vocab_size
+            return generate(
+                self.image_lm, ids.tolist(), max_new_tokens, allowed_ids=range(V), **sampling
+            )
+        finally:
+            self.image_lm.features = None
 
     # ----- generation ------------------------------------------------------------------------
 
