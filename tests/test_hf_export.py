@@ -30,14 +30,24 @@ def random_backbone(**overrides) -> Transformer:
         ({}, "LlamaForCausalLM"),
         ({"qkv_bias": True}, "Qwen2ForCausalLM"),
         ({"tie_embeddings": True}, "LlamaForCausalLM"),
+        (
+            {
+                "rope_scaling": "llama3",
+                "rope_scaling_factor": 8.0,
+                "rope_llama3_freq_factors": (1.0, 4.0),
+                "rope_original_max_seq_len": 64,
+            },
+            "LlamaForCausalLM",
+        ),
     ],
+    ids=["llama", "qwen2", "tied", "llama3-rope"],
 )
 def test_export_loads_in_transformers(tmp_path, overrides, arch):
     model = random_backbone(**overrides)
     export_hf_llm(model, tmp_path / "hf")
     ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert type(ref).__name__ == arch
-    ids = torch.randint(0, 64, (2, 23), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 64, (2, 100), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (ref(ids).logits - model(ids)).abs().max() <= 1e-4
     back = load_hf_llm(tmp_path / "hf")

@@ -4,6 +4,7 @@ backbone, must give the same logits (<= 1e-4, fp32) and the same greedy tokens."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from unimm.interop.hf_files import HFImportError  # noqa: E402
-from unimm.interop.hf_llama import load_hf_llm  # noqa: E402
+from unimm.interop.hf_llama import build_backbone, load_hf_llm  # noqa: E402
 from unimm.paradigms.autoregressive import generate  # noqa: E402
 
 TINY = dict(
@@ -23,6 +24,18 @@ TINY = dict(
     num_key_value_heads=2,
     max_position_embeddings=128,
 )
+
+
+# Llama 3.1-style scaling with a short original context, so that the tiny head's frequencies
+# fall in all three bands (kept, blended, divided).
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 
 
 def tiny_hf(kind: str, **overrides):
@@ -37,6 +50,8 @@ def tiny_hf(kind: str, **overrides):
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(8.0)  # sharp attention, so positions (RoPE) matter to the logits
     return model.eval()
 
 
@@ -54,17 +69,30 @@ def hf_generate(model, ids: torch.Tensor, n: int) -> list[int]:
 
 @pytest.mark.parametrize(
     "kind,overrides",
-    [("llama", {}), ("qwen2", {}), ("llama", {"tie_word_embeddings": True})],
+    [
+        ("llama", {}),
+        ("qwen2", {}),
+        ("llama", {"tie_word_embeddings": True}),
+        ("llama", {"rope_parameters": LLAMA3_ROPE}),
+        ("qwen2", {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}}),
+    ],
+    ids=["llama", "qwen2", "llama-tied", "llama3-rope", "linear-rope"],
 )
 def test_import_matches_transformers(tmp_path, kind, overrides):
     ref = tiny_hf(kind, **overrides)
     ref.save_pretrained(tmp_path)
     model = load_hf_llm(tmp_path)
-    ids = torch.randint(0, TINY["vocab_size"], (2, 17), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, TINY["vocab_size"], (2, 90), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = ref(ids).logits
         got = model(ids)
     assert (got - want).abs().max() <= 1e-4
+    if "rope_parameters" in overrides:  # the scaling matters at this length: plain RoPE fails
+        plain = build_backbone(
+            replace(model.config, rope_scaling="none"), model.state_dict()
+        ).eval()
+        with torch.no_grad():
+            assert (plain(ids) - want).abs().max() > 1e-2
     assert model.config.qkv_bias == (kind == "qwen2")
     assert model.config.tie_embeddings == bool(overrides.get("tie_word_embeddings", False))
     prompt = ids[:1, :5]

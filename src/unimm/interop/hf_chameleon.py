@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from unimm.interop.hf_files import HFImportError, read_hf_config, read_hf_weights
-from unimm.interop.hf_llama import backbone_state_from_hf, build_backbone, rope_theta_of
+from unimm.interop.hf_llama import backbone_state_from_hf, build_backbone, rope_fields
 from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate
@@ -55,7 +55,7 @@ def model_config_from_chameleon(cfg: dict, where: str) -> ModelConfig:
             n_kv_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
             hidden_dim=int(cfg["intermediate_size"]),
             max_seq_len=int(cfg.get("max_position_embeddings", 4096)),
-            rope_theta=rope_theta_of(cfg, where),
+            **rope_fields(cfg, where),
             norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
             qk_norm=True,
             qk_norm_kind="layer_per_head",

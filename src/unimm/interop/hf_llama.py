@@ -33,17 +33,30 @@ LLM_TYPES = ("llama", "qwen2")
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
-def rope_theta_of(cfg: dict, where: str) -> float:
-    """RoPE base from either config style (transformers >= 4.5x `rope_parameters`, older
-    top-level `rope_theta` + `rope_scaling`); scaled RoPE variants are refused."""
-    params = cfg.get("rope_parameters") or {}
-    scaling = cfg.get("rope_scaling") or {}
-    rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type")
-    if rope_type not in (None, "default"):
+def rope_fields(cfg: dict, where: str) -> dict:
+    """ModelConfig's RoPE fields from either config style (transformers 5 `rope_parameters`,
+    older top-level `rope_theta` + `rope_scaling`); RoPE types unimm lacks are refused."""
+    params = {**(cfg.get("rope_scaling") or {}), **(cfg.get("rope_parameters") or {})}
+    kind = params.get("rope_type") or params.get("type") or "default"
+    out: dict = {"rope_theta": float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))}
+    if kind == "default":
+        return out
+    if kind not in ("linear", "llama3"):
         raise HFImportError(
-            f"{where}: RoPE type {rope_type!r} is not supported (unimm implements plain RoPE only)"
+            f"{where}: RoPE type {kind!r} is not supported (unimm implements default, linear "
+            "and llama3)"
         )
-    return float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    try:
+        out.update(rope_scaling=kind, rope_scaling_factor=float(params["factor"]))
+        if kind == "llama3":
+            low, high = float(params["low_freq_factor"]), float(params["high_freq_factor"])
+            out.update(
+                rope_llama3_freq_factors=(low, high),
+                rope_original_max_seq_len=int(params["original_max_position_embeddings"]),
+            )
+    except KeyError as e:
+        raise HFImportError(f"{where}: RoPE type {kind!r} needs {e.args[0]!r}") from None
+    return out
 
 
 def model_config_from_hf(cfg: dict, where: str = "config.json") -> ModelConfig:
@@ -77,7 +90,7 @@ def model_config_from_hf(cfg: dict, where: str = "config.json") -> ModelConfig:
             n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
             hidden_dim=int(cfg["intermediate_size"]),
             max_seq_len=int(cfg.get("max_position_embeddings", 2048)),
-            rope_theta=rope_theta_of(cfg, where),
+            **rope_fields(cfg, where),
             norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             qkv_bias=kind == "qwen2",
@@ -204,6 +217,16 @@ def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> 
             "q/k norm); export refused"
         )
     kind = "qwen2" if c.qkv_bias else "llama"
+    rope: dict = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_scaling != "none":
+        rope.update(rope_type=c.rope_scaling, factor=c.rope_scaling_factor)
+    if c.rope_scaling == "llama3":
+        low, high = c.rope_llama3_freq_factors
+        rope.update(
+            low_freq_factor=low,
+            high_freq_factor=high,
+            original_max_position_embeddings=c.rope_original_max_seq_len,
+        )
     cfg = {
         "architectures": ["Qwen2ForCausalLM" if c.qkv_bias else "LlamaForCausalLM"],
         "model_type": kind,
@@ -217,9 +240,10 @@ def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> 
         "hidden_act": "silu",
         "max_position_embeddings": c.max_seq_len,
         "rms_norm_eps": c.norm_eps,
-        # Both spellings, so that older and newer transformers read the same RoPE base.
+        # Both spellings, so that older and newer transformers read the same RoPE.
         "rope_theta": c.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "rope_parameters": rope,
+        "rope_scaling": None if c.rope_scaling == "none" else rope,
         "tie_word_embeddings": c.tie_embeddings,
         "dtype": str(dtype).removeprefix("torch."),
     }

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from unimm.model.attention import Attention, KVCache
 from unimm.model.config import ModelConfig
-from unimm.model.layers import PerHeadLayerNorm, RMSNorm, SwiGLU, rope_cos_sin
+from unimm.model.layers import (
+    PerHeadLayerNorm,
+    RMSNorm,
+    SwiGLU,
+    rope_cos_sin,
+    scaled_inv_freq,
+)
 from unimm.model.masks import causal_mask
 
 
@@ -121,7 +127,18 @@ class Transformer(nn.Module):
             positions = torch.arange(past, past + T, device=x.device).expand(B, T)
         elif positions.shape != (B, T):
             raise ValueError(f"positions must be (B, T) = {(B, T)}, got {tuple(positions.shape)}")
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        c = self.config
+        inv_freq = None
+        if c.rope_scaling != "none":
+            inv_freq = scaled_inv_freq(
+                c.head_dim,
+                c.rope_theta,
+                c.rope_scaling,
+                c.rope_scaling_factor,
+                c.rope_llama3_freq_factors,
+                c.rope_original_max_seq_len,
+            )
+        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, inv_freq)
         if torch.is_autocast_enabled(x.device.type):
             # Rotate in the autocast dtype: q/k arrive in bf16, and fp32 tables would promote
             # every rotation to fp32 and back (angles themselves are still computed in fp32).
