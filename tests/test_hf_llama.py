@@ -140,3 +140,43 @@ def test_refusals_name_the_problem(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(HFImportError, match="never loads pickles"):
         load_hf_llm(tmp_path)
+
+
+def test_real_qwen2_05b_layer_shapes(tmp_path):
+    """Qwen2-0.5B's widths (head_dim 64, 14 query heads sharing 2 kv heads, tied embeddings,
+    rope_theta 1e6) with 2 layers and a small vocabulary: the odd GQA ratio maps too."""
+    shapes = dict(
+        vocab_size=512,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=2,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        rms_norm_eps=1e-6,
+    )
+    ref = tiny_hf("qwen2", **shapes)
+    ref.save_pretrained(tmp_path)
+    model = load_hf_llm(tmp_path)
+    assert (model.config.n_heads, model.config.n_kv_heads, model.config.head_dim) == (14, 2, 64)
+    ids = torch.randint(0, 512, (1, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model(ids) - ref(ids).logits).abs().max() <= 1e-4
+
+
+def test_bf16_checkpoint_loads_in_fp32_or_bf16(tmp_path):
+    """Released checkpoints are bf16: read as fp32 by default (exact upcast), or kept bf16."""
+    ref = tiny_hf("llama").to(torch.bfloat16)
+    ref.save_pretrained(tmp_path)
+    ids = torch.arange(30)[None]
+    model = load_hf_llm(tmp_path)
+    assert model.tok_embeddings.weight.dtype == torch.float32
+    with torch.no_grad():
+        # transformers itself, reading the bf16 folder into fp32
+        fp32 = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+        want = fp32.eval()(ids).logits
+        assert (model(ids) - want).abs().max() <= 1e-4
+        half = load_hf_llm(tmp_path, dtype=torch.bfloat16)
+        assert half.tok_embeddings.weight.dtype == torch.bfloat16
+        assert (half(ids).float() - want).abs().max() < 0.1
