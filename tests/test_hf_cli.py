@@ -101,3 +101,11 @@ def test_from_pretrained_accepts_an_hf_folder(tmp_path, capsys):
         ChameleonModel.from_pretrained(tmp_path / "llm")
     code, _, err = run(capsys, "generate", tmp_path / "llm", "a red circle")
     assert code == 2 and "Hugging Face model folder, not a unimm checkpoint" in err
+
+
+def test_import_of_a_missing_folder_fails_in_one_line(tmp_path, capsys):
+    code, _, err = run(
+        capsys, "import", tmp_path / "no" / "such", tmp_path / "d", "--kind", "backbone"
+    )
+    assert code == 2 and "is not a folder" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()

@@ -113,7 +113,9 @@ class HFChameleon:
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32):
         from transformers import ChameleonVQVAE, ChameleonVQVAEConfig
 
-        directory = Path(directory)
+        from unimm.interop.importer import resolve_source
+
+        directory = resolve_source(directory)  # a local folder, or a hub id where online
         backbone, cfg, vq_state = _read(directory, dtype)
         if not cfg.get("vocabulary_map"):
             raise HFImportError(f"{directory}/config.json has no vocabulary_map")

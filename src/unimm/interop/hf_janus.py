@@ -186,7 +186,9 @@ class HFJanus:
             JanusVQVAE,
         )
 
-        directory = Path(directory)
+        from unimm.interop.importer import resolve_source
+
+        directory = resolve_source(directory)  # a local folder, or a hub id where online
         backbone, cfg, tensors = _read_llm(directory, dtype)
         parts = _split(tensors)
         hf_cfg = JanusConfig(**{k: v for k, v in cfg.items() if k != "model_type"})

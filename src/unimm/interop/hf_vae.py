@@ -52,7 +52,9 @@ class DiffusersVAE(torch.nn.Module):
     ) -> DiffusersVAE:
         from diffusers import AutoencoderKL
 
-        folder = find_vae_folder(directory)
+        from unimm.interop.importer import resolve_source
+
+        folder = find_vae_folder(resolve_source(directory))
         if not any(folder.glob("*.safetensors")):
             raise HFImportError(
                 f"{folder} has no .safetensors weights (unimm never loads pickled weights)"
