@@ -169,6 +169,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--split", choices=["train", "eval"], default="train")
     w.add_argument("--seed", type=int, default=0)
 
+    from unimm.interop.commands import add_interop_parsers
+
+    add_interop_parsers(sub)
+
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
     k.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -311,6 +315,10 @@ def _run(args: argparse.Namespace) -> None:
 
         export_world(args.out, args.num_samples, args.split, args.seed)
         print(f"wrote {args.num_samples} samples to {args.out}")
+    elif args.command in ("import", "export", "finetune"):
+        from unimm.interop.commands import run_interop
+
+        run_interop(args)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config

@@ -111,6 +111,36 @@ def train_run(
     return model
 
 
+def finetune_run(
+    checkpoint: str | Path,
+    out: str | Path,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> UnifiedModel:
+    """Continue training `checkpoint` (any recipe, e.g. one imported from Hugging Face weights)
+    on the scene world; only train.* settings may change, the architecture is the checkpoint's."""
+    from unimm.config import ConfigError, apply_overrides
+
+    bad = [o for o in overrides or [] if not o.startswith("train.")]
+    if bad:
+        raise ConfigError(f"finetune only takes train.* overrides, got {bad}")
+    model, _ = load_checkpoint(checkpoint)
+    parts = model.parts
+    parts.config = apply_overrides(parts.config, overrides or [])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = parts.config.train
+    train_model(
+        model,
+        cfg,
+        world_samples("train", cfg.seed, cfg.tasks),
+        out,
+        progress=progress,
+        on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),
+    )
+    return model
+
+
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:
     """Accept a checkpoint directory or a run directory that holds one; returns (model, run dir)."""
     path = Path(path)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unimm.model.config import ModelConfig
-from unimm.model.layers import RMSNorm, apply_rope
+from unimm.model.layers import PerHeadLayerNorm, RMSNorm, apply_rope
 
 
 class KVCache:
@@ -102,13 +102,17 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         # One matmul for q, k and v: fewer, larger GEMMs are faster on CPU and GPU alike.
-        self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=False)
+        self.wqkv = nn.Linear(config.dim, q_dim + 2 * kv_dim, bias=config.qkv_bias)
         self.wo = nn.Linear(q_dim, config.dim, bias=False)
         self.qk_norm = config.qk_norm
         if config.qk_norm:
             # QK-norm keeps attention logits bounded (Chameleon, arXiv 2405.09818, section 2.3).
-            self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
+            if config.qk_norm_kind == "layer_per_head":
+                self.q_norm = PerHeadLayerNorm(self.n_heads, self.head_dim)
+                self.k_norm = PerHeadLayerNorm(self.n_kv_heads, self.head_dim)
+            else:
+                self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
+                self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
 
     def forward(
         self,

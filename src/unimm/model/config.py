@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 
 def _swiglu_hidden(dim: int, multiple_of: int = 64) -> int:
@@ -36,7 +36,20 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     qk_norm: bool = False  # RMSNorm on queries and keys per head; Chameleon uses it for stability
+    # "rms": one RMSNorm shared by all heads. "layer_per_head": LayerNorm with a gain and bias
+    # per head, as in the released Chameleon weights (imported by unimm.interop.hf_chameleon).
+    qk_norm_kind: Literal["rms", "layer_per_head"] = "rms"
     tie_embeddings: bool = False
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
+    # RoPE frequency scaling for longer contexts than pretraining saw (imported checkpoints):
+    # "linear" divides every frequency by rope_scaling_factor (position interpolation, arXiv
+    # 2306.15595); "llama3" divides only the low frequencies and blends the middle band, as in
+    # Llama 3.1 (arXiv 2407.21783), using rope_llama3_freq_factors = (low, high) and
+    # rope_original_max_seq_len.
+    rope_scaling: Literal["none", "linear", "llama3"] = "none"
+    rope_scaling_factor: float = 1.0
+    rope_llama3_freq_factors: tuple[float, float] = (1.0, 4.0)
+    rope_original_max_seq_len: int = 8192
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -68,6 +81,23 @@ class ModelConfig:
             raise ValueError(f"head_dim = dim / n_heads must be even for RoPE, got {self.head_dim}")
         if self.rope_theta <= 0:
             raise ValueError(f"ModelConfig.rope_theta must be > 0, got {self.rope_theta}")
+        self.rope_llama3_freq_factors = tuple(float(x) for x in self.rope_llama3_freq_factors)
+        if self.rope_scaling not in ("none", "linear", "llama3"):
+            raise ValueError(
+                f"ModelConfig.rope_scaling must be none, linear or llama3, got "
+                f"{self.rope_scaling!r}"
+            )
+        low, high = self.rope_llama3_freq_factors
+        if self.rope_scaling_factor <= 0 or not 0 < low < high:
+            raise ValueError(
+                "ModelConfig needs rope_scaling_factor > 0 and 0 < low < high in "
+                f"rope_llama3_freq_factors, got {self.rope_scaling_factor}, {(low, high)}"
+            )
+        if self.qk_norm_kind not in ("rms", "layer_per_head"):
+            raise ValueError(
+                f"ModelConfig.qk_norm_kind must be 'rms' or 'layer_per_head', "
+                f"got {self.qk_norm_kind!r}"
+            )
         if self.norm_eps <= 0:
             raise ValueError(f"ModelConfig.norm_eps must be > 0, got {self.norm_eps}")
 

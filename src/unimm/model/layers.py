@@ -6,6 +6,8 @@ parts), which is also the Hugging Face Llama layout, so imported q/k weights nee
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,18 +16,52 @@ from torch import Tensor, nn
 RMSNorm = nn.RMSNorm
 
 
-def rope_cos_sin(positions: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+def scaled_inv_freq(
+    head_dim: int,
+    theta: float,
+    kind: str,
+    factor: float,
+    freq_factors: tuple[float, float] = (1.0, 4.0),
+    original_len: int = 8192,
+) -> Tensor:
+    """RoPE inverse frequencies (hd/2,) with context-extension scaling (see ModelConfig).
+
+    llama3: a frequency whose wavelength exceeds original_len / low is divided by `factor`;
+    one shorter than original_len / high is kept; between the two, the result blends the
+    divided and the kept value linearly in original_len / wavelength.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if kind == "linear":
+        return inv_freq / factor
+    if kind != "llama3":
+        return inv_freq
+    low, high = freq_factors
+    ratio = original_len * inv_freq / (2 * math.pi)  # original_len / wavelength
+    blend = ((ratio - low) / (high - low)).clamp(0.0, 1.0)  # 0: divide fully, 1: keep
+    return (1 - blend) * inv_freq / factor + blend * inv_freq
+
+
+def rope_cos_sin(
+    positions: Tensor, head_dim: int, theta: float = 10000.0, inv_freq: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Rotary tables (RoFormer, arXiv 2104.09864) for explicit position ids.
 
+    inv_freq: precomputed frequencies (e.g. `scaled_inv_freq`); None = plain RoPE.
     positions: (B, T) integer ids; any values (recipes choose them: one id per image, restarts
     per row for left padding, ...). Returns float32 cos and signed sin, each (B, T, 1, head_dim)
     so they broadcast over the heads of a (B, T, H, hd) tensor; the sign of the first half of
     sin is folded in so `apply_rope` needs no negation.
     """
-    inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    )  # (hd/2,)
+    if inv_freq is None:
+        inv_freq = 1.0 / (
+            theta
+            ** (
+                torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
+                / head_dim
+            )
+        )  # (hd/2,)
+    else:
+        inv_freq = inv_freq.to(positions.device)
     angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
     sin = angles.sin()
     cos = angles.cos().repeat(1, 1, 2)  # (B, T, hd)
@@ -39,6 +75,25 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)  # (B, T, H, hd)
     return (x * cos + swapped * sin).to(x.dtype)
+
+
+class PerHeadLayerNorm(nn.Module):
+    """LayerNorm over head_dim with its own gain and bias for every head: the QK-norm of the
+    released Chameleon weights (arXiv 2405.09818), trained with tensor parallelism where each
+    head shard kept its own norm. eps 1e-5 as in those weights."""
+
+    def __init__(self, n_heads: int, head_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_heads, head_dim))
+        self.bias = nn.Parameter(torch.zeros(n_heads, head_dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, H, hd)
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
 
 
 class SwiGLU(nn.Module):

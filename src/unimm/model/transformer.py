@@ -18,7 +18,13 @@ from torch import Tensor, nn
 
 from unimm.model.attention import Attention, KVCache
 from unimm.model.config import ModelConfig
-from unimm.model.layers import RMSNorm, SwiGLU, rope_cos_sin
+from unimm.model.layers import (
+    PerHeadLayerNorm,
+    RMSNorm,
+    SwiGLU,
+    rope_cos_sin,
+    scaled_inv_freq,
+)
 from unimm.model.masks import causal_mask
 
 
@@ -57,8 +63,10 @@ class Transformer(nn.Module):
             if p.ndim >= 2:
                 is_out = name.endswith("attn.wo.weight") or name.endswith("mlp.w2.weight")
                 nn.init.normal_(p, mean=0.0, std=out_std if is_out else 0.02)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
         for m in self.modules():
-            if isinstance(m, RMSNorm):
+            if isinstance(m, RMSNorm | PerHeadLayerNorm):
                 m.reset_parameters()
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -119,7 +127,18 @@ class Transformer(nn.Module):
             positions = torch.arange(past, past + T, device=x.device).expand(B, T)
         elif positions.shape != (B, T):
             raise ValueError(f"positions must be (B, T) = {(B, T)}, got {tuple(positions.shape)}")
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        c = self.config
+        inv_freq = None
+        if c.rope_scaling != "none":
+            inv_freq = scaled_inv_freq(
+                c.head_dim,
+                c.rope_theta,
+                c.rope_scaling,
+                c.rope_scaling_factor,
+                c.rope_llama3_freq_factors,
+                c.rope_original_max_seq_len,
+            )
+        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, inv_freq)
         if torch.is_autocast_enabled(x.device.type):
             # Rotate in the autocast dtype: q/k arrive in bf16, and fp32 tables would promote
             # every rotation to fp32 and back (angles themselves are still computed in fp32).

@@ -259,7 +259,17 @@ class ChameleonModel(UnifiedModel):
         return write_directory(directory, fill)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> ChameleonModel:
+    def from_pretrained(
+        cls, directory: str | Path, image_tokenizer: VQTokenizer | str | Path | None = None
+    ) -> ChameleonModel:
+        """A unimm chameleon checkpoint, or a Hugging Face Llama / Qwen2 folder (or hub id)
+        started as this recipe with `image_tokenizer` (unimm.interop.unified)."""
+        from unimm.interop.hf_files import is_hf_folder
+
+        if image_tokenizer is not None or is_hf_folder(directory):
+            from unimm.interop.unified import chameleon_from_hf_source
+
+            return chameleon_from_hf_source(directory, image_tokenizer)
         parts = load_parts(directory, expect_recipe=cls.recipe)
         model = cls(parts)
         state = load_tensors(Path(directory) / WEIGHTS_FILE)

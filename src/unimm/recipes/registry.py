@@ -29,5 +29,12 @@ def build_model(parts: Parts) -> UnifiedModel:
 
 def load_model(directory: str | Path) -> UnifiedModel:
     """Load a checkpoint directory written by any recipe's save_pretrained."""
+    from unimm.interop.hf_files import is_hf_folder
+
+    if is_hf_folder(directory):
+        raise ValueError(
+            f"{directory} is a Hugging Face model folder, not a unimm checkpoint: convert it "
+            "with `unimm import SRC_DIR DEST_DIR --kind ...` (docs/INTEROP.md)"
+        )
     recipe, _ = read_run_config(directory)
     return recipe_class(recipe).from_pretrained(directory)
