@@ -138,7 +138,7 @@ def test_edit_chat_and_interleaved_run_end_to_end(recipe):
         model.interleave([[("a red circle", "image")], [("what?", "text")]])
 
 
-def test_interleaved_benchmark_judges_against_the_previous_output():
+def test_interleaved_benchmark_judges_against_the_previous_output(tmp_path):
     scene = Scene((Obj("square", "red", 20, 20, 14),))
     edited = Scene((*scene.objects, Obj("circle", "blue", 45, 45, 14)))
     steps = [
@@ -165,3 +165,8 @@ def test_interleaved_benchmark_judges_against_the_previous_output():
     res = interleaved_scene(oracle, "eval", 30, progress=False)
     assert res["chain"]["answer"] > 0.9  # the detector reads clean renders almost perfectly
     assert set(res["per_step"]) == {"draw", "edit", "answer"}
+    from unimm.evaluate.report import write_report
+
+    report = write_report(tmp_path, {"interleaved_eval": res}).read_text()
+    assert "Interleaved-scene (eval, 30 episodes)" in report
+    assert (tmp_path / "interleaved_eval_samples.png").is_file()

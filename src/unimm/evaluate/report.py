@@ -183,17 +183,23 @@ def _caption_md(name: str, res: dict, run_dir: Path) -> list[str]:
     return lines
 
 
+def _pair_grid(name: str, res: dict, run_dir: Path) -> tuple[list[dict], str]:
+    """Save the first records' image pairs as one grid (a row per record); returns the records
+    shown and the file name."""
+    shown = [r for r in res["records"] if "images" in r][:8]
+    fname = f"{name}_samples.png"
+    if shown:
+        images = [im for r in shown for im in r["images"]]
+        save_image(image_grid(images, nrow=2, scale=REPORT_SCALE), run_dir / fname)
+    return shown, fname
+
+
 def _edit_md(name: str, res: dict, run_dir: Path) -> list[str]:
     lines = [f"## {name}: Edit-scene ({res['split']})", "", "| edit | accuracy |", "|---|---|"]
     lines += [f"| {k} | {a:.3f} |" for k, a in res["per_kind"].items()]
     lines += [f"| **overall** | **{res['overall']:.3f}** |", ""]
-    shown = [r for r in res["records"] if "images" in r][:8]
+    shown, fname = _pair_grid(name, res, run_dir)
     if shown:
-        fname = f"{name}_samples.png"
-        save_image(
-            image_grid([im for r in shown for im in r["images"]], nrow=2, scale=REPORT_SCALE),
-            run_dir / fname,
-        )
         lines += [
             f"![samples]({fname}) (rows: source, output)",
             "",
@@ -216,13 +222,8 @@ def _interleaved_md(name: str, res: dict, run_dir: Path) -> list[str]:
     ]
     lines += [f"| {k} | {res['per_step'][k]:.3f} | {res['chain'][k]:.3f} |" for k in res["chain"]]
     lines.append("")
-    shown = [r for r in res["records"] if "images" in r][:8]
+    shown, fname = _pair_grid(name, res, run_dir)
     if shown:
-        fname = f"{name}_samples.png"
-        save_image(
-            image_grid([im for r in shown for im in r["images"]], nrow=2, scale=REPORT_SCALE),
-            run_dir / fname,
-        )
         lines += [
             f"![episodes]({fname}) (rows: step 1, step 2)",
             "",
