@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--image-tokenizer", help="reuse a trained image tokenizer directory instead of training"
     )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good training-state checkpoint in OUT/state",
+    )
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     e = sub.add_parser(
@@ -129,7 +134,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "quickstart":
         pipeline.quickstart(args.out, args.preset, args.overrides)
     elif args.command == "train":
-        pipeline.train_run(args.out, args.preset, args.overrides, args.image_tokenizer)
+        pipeline.train_run(
+            args.out, args.preset, args.overrides, args.image_tokenizer, resume=args.resume
+        )
     elif args.command == "eval":
         model, run_dir = pipeline.load_checkpoint(args.checkpoint)
         out = Path(args.out) if args.out else run_dir
