@@ -137,7 +137,9 @@ def latest_good_state(run_dir: Path, report=print) -> tuple[Path, dict] | None:
 def load_state(path: Path, meta: dict) -> tuple[dict, dict, dict | None]:
     """(model state dict, optimizer state dict, EMA state dict or None) from a verified dir."""
     model_sd = load_tensors(path / "model.safetensors")
-    optim_sd = unflatten_optimizer(load_tensors(path / "optimizer.safetensors"), meta["param_groups"])
+    optim_sd = unflatten_optimizer(
+        load_tensors(path / "optimizer.safetensors"), meta["param_groups"]
+    )
     ema = path / "ema.safetensors"
     return model_sd, optim_sd, load_tensors(ema) if ema.is_file() else None
 

@@ -194,7 +194,9 @@ def train_model(
                 "lower train.lr or raise train.max_nonfinite"
             )
         tokens_seen += n_tokens_in
-        if d.is_main and (step % cfg.log_every == 0 or step == 1 or step == cfg.steps or not finite):
+        if d.is_main and (
+            step % cfg.log_every == 0 or step == 1 or step == cfg.steps or not finite
+        ):
             row = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "loss": loss}
             row.update({k: v for k, v in extras.items()})
             row["seconds"] = time.perf_counter() - start
@@ -207,9 +209,7 @@ def train_model(
             if tb is not None:
                 for k in ("loss", "lr", "grad_norm", "tokens_per_s"):
                     tb.add_scalar(f"train/{k}", row[k], step)
-            bar.set_postfix(
-                loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", lr=f"{lr:.1e}"
-            )
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", lr=f"{lr:.1e}")
         bar.update(1)
         done = step
         if cfg.save_every and step % cfg.save_every == 0:
