@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import stream, tiny_model, tiny_train_config
 
+from train_helpers import stream, tiny_model, tiny_train_config
 from unimm.train.trainer import train_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -112,17 +112,26 @@ def train_run(
         if on_saved is not None:
             on_saved(step)
 
+    from unimm.data.readers import BadSamples, build_source
+
+    bad = BadSamples()
+    source = build_source(
+        cfg.train.data, cfg.train.seed, image.config.resolution, bad, cfg.train.tasks
+    )
     t0 = time.perf_counter()
     train_model(
         model,
         cfg.train,
-        lambda start: world_samples("train", cfg.train.seed, cfg.train.tasks, start=start),
+        source,
         out,
         progress=progress,
         on_save=save,
         resume=resume,
     )
     timings["model_s"] = time.perf_counter() - t0
+    if cfg.train.data != "world":
+        _log(f"data (rank {d.rank}): {bad.report()}")
+        write_json(out / f"bad_samples_rank{d.rank}.json", dict(bad))
     if d.is_main:
         write_json(out / "timings.json", timings)
     return model

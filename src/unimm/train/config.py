@@ -39,6 +39,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # training-state checkpoints kept under OUT/state
     max_nonfinite: int = 5  # consecutive non-finite losses before training aborts
     tensorboard: bool = False
+    # Training data (unimm.data.readers.build_source): world, folder:PATH, wds:SHARDS, each
+    # with @weight, comma-separated; e.g. "world@0.5,folder:/data/export@0.5".
+    data: str = "world"
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
