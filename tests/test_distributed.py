@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from train_helpers import stream, tiny_model, tiny_train_config
+from unimm.checkpoint import load_tensors
 from unimm.train.trainer import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,14 @@ def test_two_processes_reproduce_one_process_curve(tmp_path, parallel):
     steps = 4
     train_model(tiny_model(), tiny_train_config(steps=steps), stream, tmp_path / "one",
                 progress=False)  # fmt: skip
-    launch_two(tmp_path / "two", f"steps={steps}", f"parallel={parallel}")
+    launch_two(tmp_path / "two", f"steps={steps}", f"parallel={parallel}", "save_every=2")
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(two) == steps
+    # Rank 0 wrote full (unsharded) training state, the same size a 1-process run writes.
+    sd = load_tensors(tmp_path / "two/state/step-0000004/model.safetensors")
+    assert {k: v.shape for k, v in sd.items()} == {
+        k: v.shape for k, v in tiny_model().state_dict().items()
+    }
     assert two == pytest.approx(one, rel=2e-5, abs=2e-5)
 
 

@@ -150,7 +150,9 @@ def full_state_dicts(step_module: nn.Module, model: nn.Module, opt: torch.optim.
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_state_dict(step_module, opt, options=opts)
-    return _strip(msd), {"state": _strip(osd["state"]), "param_groups": _strip_groups(osd)}
+    # With cpu_offload only rank 0 receives the gathered state; the others get empty dicts.
+    groups = _strip_groups(osd) if "param_groups" in osd else []
+    return _strip(msd), {"state": _strip(osd.get("state", {})), "param_groups": groups}
 
 
 def set_full_state_dicts(step_module: nn.Module, opt, model_sd: dict, optim_sd: dict) -> None:

@@ -236,7 +236,7 @@ def train_model(
     if ema is not None and d.is_main:
         save_tensors(ema.state_dict(), out_dir / "ema.safetensors")
     if on_save:
-        _unshard(step_module)
+        _gather_into_plain_tensors(step_module, model)
         if d.is_main:
             on_save(done)
     du.barrier(d)
@@ -264,12 +264,17 @@ def _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens, seconds, 
     du.barrier(d)
 
 
-def _unshard(step_module) -> None:
-    """Under FSDP2, gather full parameters in place so the bare model can be saved."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
+def _gather_into_plain_tensors(step_module, model) -> None:
+    """Under FSDP2, replace the bare model's sharded parameters by full plain ones (a collective
+    on every rank) so it saves and loads like a 1-process model; training is over by then."""
+    if not any(hasattr(p, "full_tensor") for p in model.parameters()):
         return
-    for m in step_module.modules():
-        if isinstance(m, FSDPModule):
-            m.unshard()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(step_module, options=StateDictOptions(full_state_dict=True))
+    full = {st._clean(k): v for k, v in full.items()}
+    for name, p in list(model.named_parameters()):
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        value = full[st._clean(name)].detach().clone()
+        owner._parameters[leaf] = torch.nn.Parameter(value, requires_grad=p.requires_grad)
