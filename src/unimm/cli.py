@@ -100,6 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--split", choices=["train", "eval"], default="train")
     w.add_argument("--seed", type=int, default=0)
 
+    pl = sub.add_parser(
+        "plot",
+        help="draw a run's loss (and evaluation) curves to PNG",
+        description="Reads RUN/train_log.jsonl (and RUN/eval_log.jsonl when present) and writes "
+        "loss_curve.png (and eval_curve.png).",
+    )
+    pl.add_argument("run", help="run directory")
+    pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
+
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
     k.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -177,6 +186,11 @@ def _run(args: argparse.Namespace) -> None:
 
         export_world(args.out, args.num_samples, args.split, args.seed)
         print(f"wrote {args.num_samples} samples to {args.out}")
+    elif args.command == "plot":
+        from unimm.evaluate.plot import plot_run
+
+        for path in plot_run(args.run, args.out):
+            print(path)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config
