@@ -30,7 +30,7 @@ from pathlib import Path
 CONFIGS = [
     ("1 proc fp32 eager", 1, ["precision=fp32"]),
     ("1 proc bf16 eager", 1, ["precision=bf16"]),
-    ("1 proc fp32 compile", 1, ["precision=fp32", "compile=1"]),
+    ("1 proc fp32 compile", 1, ["precision=fp32", "compile=true"]),
     ("2 proc fp32 DDP", 2, ["precision=fp32", "parallel=ddp"]),
     ("2 proc bf16 FSDP2", 2, ["precision=bf16", "parallel=fsdp2"]),
 ]
