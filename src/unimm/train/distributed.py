@@ -36,14 +36,17 @@ class Dist:
 
 def init_from_env() -> Dist:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR);
-    gloo on CPU, nccl when CUDA is present. Without torchrun: a single process."""
+    gloo for CPU tensors, plus nccl for CUDA tensors when CUDA is present. Without torchrun: a
+    single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        backend = "gloo"
+        if torch.cuda.is_available():
+            # Per-device backends: CUDA tensors over nccl, anything on the CPU still over gloo.
+            backend = "cpu:gloo,cuda:nccl"
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
     return Dist(rank, world, local)
