@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import stream, tiny_model, tiny_train_config
+from tests.train_helpers import stream, tiny_model, tiny_train_config
 from unimm.checkpoint import load_tensors
 from unimm.train.trainer import train_model
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import stream, tiny_model, tiny_train_config
+from tests.train_helpers import stream, tiny_model, tiny_train_config
 from unimm.train import state as st
 from unimm.train.trainer import train_model
 

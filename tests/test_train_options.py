@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from train_helpers import stream, tiny_model, tiny_train_config
+from tests.train_helpers import stream, tiny_model, tiny_train_config
 from unimm.checkpoint import load_tensors
 from unimm.train.trainer import micro_batch_size, train_model
 
@@ -68,3 +68,12 @@ def test_compile_matches_eager(tmp_path):
     compiled = train_model(tiny_model(), tiny_train_config(steps=2, compile=True), stream,
                            tmp_path / "b", progress=False)  # fmt: skip
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-4)
+
+
+def test_tensorboard_and_progress_bar(tmp_path, capsys):
+    rows = train_model(tiny_model(), tiny_train_config(steps=2, tensorboard=True), stream,
+                       tmp_path, progress=True)  # fmt: skip
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert rows[-1]["tokens_per_s"] > 0
+    bar = capsys.readouterr().err
+    assert "loss=" in bar and "tok_s=" in bar and "2/2" in bar

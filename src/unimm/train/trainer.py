@@ -62,6 +62,21 @@ def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
     return cfg.batch_size // parts
 
 
+class _Cursor:
+    """Reads `n` samples at a global index, continuing the previous stream when the index is
+    where it stopped (one process: every step), so file sources are read once, not rescanned
+    from the start each micro-batch; any other index restarts the source there."""
+
+    def __init__(self, source: Callable[[int], Iterator[Sample]]):
+        self.source, self.position, self.stream = source, -1, None
+
+    def take(self, index: int, n: int) -> list[Sample]:
+        if index != self.position or self.stream is None:
+            self.stream = self.source(index)
+        self.position = index + n
+        return list(islice(self.stream, n))
+
+
 def _full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, p in model.named_parameters():
@@ -96,6 +111,7 @@ def train_model(
             raise ValueError("rank sharding and resume need samples as a start_index -> stream")
         stream = samples
         samples = lambda start: stream  # noqa: E731 - consumed in order, never restarted
+    cursor = _Cursor(samples)
     torch.manual_seed(cfg.seed)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     step_module = du.parallelize(model, cfg, d)
@@ -156,7 +172,7 @@ def train_model(
         loss_sum, n_tok, n_tokens_in, extras = 0.0, 0.0, 0.0, {}
         for m in range(cfg.grad_accum):
             index = (step - 1) * cfg.batch_size + (m * d.world_size + d.rank) * micro
-            batch = list(islice(samples(index), micro))
+            batch = cursor.take(index, micro)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + index)
             with du.no_sync(step_module, m == cfg.grad_accum - 1), autocast:
                 out = step_module(batch, gen)
