@@ -13,6 +13,7 @@ from PIL import Image as PILImage
 
 from unimm.data.readers import BadSamples, build_source, jsonl_folder, mixture, webdataset_shards
 from unimm.data.sample import Image, Text
+from unimm.presets import get_run_config
 from unimm.world.export import export_world
 from unimm.world.tasks import world_samples
 
@@ -91,13 +92,14 @@ def test_webdataset_shard_with_a_broken_image(tmp_path):
 
 
 def test_mixture_is_a_pure_function_of_the_index(folder):
-    spec = f"world@0.5,folder:{folder}@0.5"
-    src = build_source(spec, seed=3, resolution=64, bad=BadSamples())
+    cfg = get_run_config("tiny", [f"train.data=world:0.5,folder={folder}:0.5"])
+    assert cfg.train.data == {"world": 0.5, f"folder={folder}": 0.5}  # CLI syntax parses
+    src = build_source(cfg.train.data, seed=3, resolution=64, bad=BadSamples())
     whole = list(islice(src(0), 8))
-    assert {s.meta["source"] for s in whole} == {"world", "folder"}
+    assert {s.meta["source"] for s in whole} == {"world", f"folder={folder}"}
     tail = list(islice(src(5), 3))
     assert all(same(a, b) for a, b in zip(whole[5:], tail, strict=True))
     with pytest.raises(ValueError, match="unknown data source"):
-        build_source("s3:/x@1", seed=0, resolution=64, bad=BadSamples())
+        build_source({"s3=/x": 1.0}, seed=0, resolution=64, bad=BadSamples())
     with pytest.raises(ValueError, match="positive weight"):
         mixture({}, 0)

@@ -129,7 +129,7 @@ def train_run(
         resume=resume,
     )
     timings["model_s"] = time.perf_counter() - t0
-    if cfg.train.data != "world":
+    if set(cfg.train.data) != {"world"}:
         _log(f"data (rank {d.rank}): {bad.report()}")
         write_json(out / f"bad_samples_rank{d.rank}.json", dict(bad))
     if d.is_main:

@@ -183,34 +183,31 @@ def mixture(sources: dict[str, tuple[Source, float]], seed: int) -> Source:
 
 
 def build_source(
-    spec: str, seed: int, resolution: int, bad: BadSamples, tasks: dict[str, float] | None = None
+    spec: dict[str, float],
+    seed: int,
+    resolution: int,
+    bad: BadSamples,
+    tasks: dict[str, float] | None = None,
 ) -> Source:
-    """`train.data` -> one source. spec: comma-separated `kind[:path]@weight` with kind world,
-    folder (an exported folder) or wds (tar shards, brace patterns allowed), e.g.
-    `world@0.5,folder:/data/export@0.3,wds:/data/shard-{000..009}.tar@0.2`."""
+    """`train.data` -> one source. spec maps `world`, `folder=PATH` (an exported folder) or
+    `wds=SHARDS` (tar shards, brace ranges allowed) to a mixture weight; on the command line
+    `train.data=world:0.5,folder=/data/export:0.3,wds=/data/shard-{000..009}.tar:0.2`."""
     from unimm.world.tasks import world_samples
 
     sources: dict[str, tuple[Source, float]] = {}
-    for part in spec.split(","):
-        body, _, weight = part.strip().rpartition("@")
-        if not body:
-            body, weight = weight, "1"
-        kind, _, path = body.partition(":")
-        try:
-            w = float(weight)
-        except ValueError:
-            raise ValueError(f"bad weight in train.data entry {part!r}") from None
-        if kind == "world":
+    for entry, weight in spec.items():
+        kind, _, path = entry.partition("=")
+        if not isinstance(weight, int | float) or weight < 0:
+            raise ValueError(f"train.data weight of {entry!r} must be a number >= 0, got {weight}")
+        if kind == "world" and not path:
             src = lambda start: world_samples("train", seed, tasks, start=start)  # noqa: E731
         elif kind == "folder" and path:
             src = jsonl_folder(path, resolution, bad)
         elif kind == "wds" and path:
             src = webdataset_shards(path, resolution, bad)
         else:
-            raise ValueError(
-                f"unknown data source {part!r}: use world, folder:PATH or wds:SHARDS, with @weight"
-            )
-        sources[kind if kind not in sources else body] = (src, w)
+            raise ValueError(f"unknown data source {entry!r}: use world, folder=PATH or wds=SHARDS")
+        sources[entry] = (src, float(weight))
     if len(sources) == 1:
         return next(iter(sources.values()))[0]
     return mixture(sources, seed)

@@ -39,9 +39,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # training-state checkpoints kept under OUT/state
     max_nonfinite: int = 5  # consecutive non-finite losses before training aborts
     tensorboard: bool = False
-    # Training data (unimm.data.readers.build_source): world, folder:PATH, wds:SHARDS, each
-    # with @weight, comma-separated; e.g. "world@0.5,folder:/data/export@0.5".
-    data: str = "world"
+    # Training data (unimm.data.readers.build_source): source -> weight, sources being world,
+    # folder=PATH and wds=SHARDS; CLI: train.data=world:0.5,folder=/data/export:0.5
+    data: dict[str, float] = field(default_factory=lambda: {"world": 1.0})
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
