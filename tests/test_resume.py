@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,3 +111,18 @@ def test_nonfinite_steps_are_skipped_counted_then_abort(tmp_path):
     with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
         train_model(model, tiny_train_config(steps=6, max_nonfinite=3), stream, tmp_path / "b",
                     progress=False)  # fmt: skip
+
+
+@pytest.mark.slow  # two tiny `unimm train` runs (text tokenizer training included)
+def test_cli_resume_after_losing_the_newest_checkpoint(tiny_run, tmp_path):
+    from unimm.cli import main
+
+    args = ["train", "--out", str(tmp_path), "--preset", "tiny", "--image-tokenizer",
+            str(tiny_run / "image_tokenizer"), "train.steps=4", "train.save_every=2",
+            "train.log_every=1"]  # fmt: skip
+    assert main(args) == 0
+    whole = losses(tmp_path)
+    # As if killed between the step-2 and step-4 saves: the later state never happened.
+    shutil.rmtree(tmp_path / "state/step-0000004")
+    assert main([*args, "--resume"]) == 0
+    assert losses(tmp_path) == whole
