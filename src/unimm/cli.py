@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--image-tokenizer", help="reuse a trained image tokenizer directory instead of training"
     )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest good training-state checkpoint in OUT/state",
+    )
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     e = sub.add_parser(
@@ -172,6 +177,14 @@ def _parser() -> argparse.ArgumentParser:
     from unimm.interop.commands import add_interop_parsers
 
     add_interop_parsers(sub)
+    pl = sub.add_parser(
+        "plot",
+        help="draw a run's loss (and evaluation) curves to PNG",
+        description="Reads RUN/train_log.jsonl (and RUN/eval_log.jsonl when present) and writes "
+        "loss_curve.png (and eval_curve.png).",
+    )
+    pl.add_argument("run", help="run directory")
+    pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
 
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
@@ -224,7 +237,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "quickstart":
         pipeline.quickstart(args.out, args.preset, args.overrides)
     elif args.command == "train":
-        pipeline.train_run(args.out, args.preset, args.overrides, args.image_tokenizer)
+        pipeline.train_run(
+            args.out, args.preset, args.overrides, args.image_tokenizer, resume=args.resume
+        )
     elif args.command == "eval":
         from unimm.recipes.base import SamplingConfig
 
@@ -319,6 +334,11 @@ def _run(args: argparse.Namespace) -> None:
         from unimm.interop.commands import run_interop
 
         run_interop(args)
+    elif args.command == "plot":
+        from unimm.evaluate.plot import plot_run
+
+        for path in plot_run(args.run, args.out):
+            print(path)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config

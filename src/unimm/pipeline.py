@@ -52,9 +52,18 @@ def train_run(
     image_tokenizer: str | Path | None = None,
     progress: bool = True,
     on_saved: Callable[[int], None] | None = None,
+    resume: bool = False,
 ) -> UnifiedModel:
     """Train the text tokenizer, the image tokenizer (unless one is given) and the unified model
-    into run directory `out`; on_saved(step) runs after each checkpoint save."""
+    into run directory `out`; on_saved(step) runs after each checkpoint save.
+
+    resume=True reuses the run's image tokenizer and continues from its newest good
+    training-state checkpoint (OUT/state). Under torchrun rank 0 trains the image tokenizer
+    and the others load it, so every rank holds the same one.
+    """
+    from unimm.train.distributed import barrier, init_from_env
+
+    d = init_from_env()
     cfg = get_run_config(preset, overrides)
     recipe_class(cfg.recipe)  # fail on an unknown recipe before any training
     out = Path(out)
@@ -67,9 +76,14 @@ def train_run(
     timings["text_tokenizer_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    if image_tokenizer is None and resume and (out / IMAGE_TOKENIZER_DIR).is_dir():
+        image_tokenizer = out / IMAGE_TOKENIZER_DIR
     if image_tokenizer is not None:
         image = VQTokenizer.from_pretrained(image_tokenizer)
         cfg = replace(cfg, vq=image.config)
+    elif not d.is_main:
+        barrier(d)  # rank 0 trains it
+        image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
     else:
         _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
         train_vq(
@@ -81,6 +95,7 @@ def train_run(
             seed=cfg.train.seed,
             progress=progress,
         )
+        barrier(d)
         image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
@@ -97,17 +112,28 @@ def train_run(
         if on_saved is not None:
             on_saved(step)
 
+    from unimm.data.readers import BadSamples, build_source
+
+    bad = BadSamples()
+    source = build_source(
+        cfg.train.data, cfg.train.seed, image.config.resolution, bad, cfg.train.tasks
+    )
     t0 = time.perf_counter()
     train_model(
         model,
         cfg.train,
-        world_samples("train", cfg.train.seed, cfg.train.tasks),
+        source,
         out,
         progress=progress,
         on_save=save,
+        resume=resume,
     )
     timings["model_s"] = time.perf_counter() - t0
-    write_json(out / "timings.json", timings)
+    if set(cfg.train.data) != {"world"}:
+        _log(f"data (rank {d.rank}): {bad.report()}")
+        write_json(out / f"bad_samples_rank{d.rank}.json", dict(bad))
+    if d.is_main:
+        write_json(out / "timings.json", timings)
     return model
 
 

@@ -172,6 +172,8 @@ class ChameleonModel(UnifiedModel):
                 if m.any():
                     out[name] = next_token_loss(logits.detach(), targets, m)
             out["tokens"] = torch.tensor(float(batch.valid.sum()))
+            # The loss is a mean over these; data-parallel training weights ranks by it.
+            out["loss_tokens"] = mask.sum().float()
         return out
 
     # ----- inference ------------------------------------------------------------------------

@@ -29,11 +29,28 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
     max_seconds: float | None = None  # stop early when the wall-clock budget is spent
+    # Scale and faults (docs/TRAINING.md). batch_size is the global batch: it is split over
+    # grad_accum micro-batches on each of the torchrun processes.
+    parallel: Literal["ddp", "fsdp2"] = "ddp"  # used only when torchrun starts > 1 process
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+    compile: bool = False
+    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights
+    keep_checkpoints: int = 3  # training-state checkpoints kept under OUT/state
+    max_nonfinite: int = 5  # consecutive non-finite losses before training aborts
+    tensorboard: bool = False
+    # Training data (unimm.data.readers.build_source): source -> weight, sources being world,
+    # folder=PATH and wds=SHARDS; CLI: train.data=world:0.5,folder=/data/export:0.5
+    data: dict[str, float] = field(default_factory=lambda: {"world": 1.0})
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
             raise ValueError("train.steps and train.batch_size must be positive")
         if not 0.0 <= self.cfg_dropout < 1.0:
             raise ValueError(f"train.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
+        if self.grad_accum <= 0 or self.keep_checkpoints <= 0 or self.max_nonfinite <= 0:
+            raise ValueError("train.grad_accum, keep_checkpoints and max_nonfinite must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if not self.tasks or any(w < 0 for w in self.tasks.values()):
             raise ValueError(f"train.tasks needs positive weights, got {self.tasks}")

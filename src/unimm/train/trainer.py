@@ -1,6 +1,11 @@
 """The training loop: one visible loop with "every N steps: log / save" blocks (nanoGPT habit).
 
 Model code knows nothing of this loop; any UnifiedModel trains here on any stream of Samples.
+Scale comes from outside (train/distributed.py): under torchrun each process takes a fixed
+slice of every global batch, gradients are weighted by loss tokens so N processes at global
+batch B follow the 1-process curve at batch B. Faults: training-state checkpoints
+(train/state.py) make `resume=True` continue step for step after a kill -9; non-finite losses
+skip the update and abort after cfg.max_nonfinite in a row.
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from unimm.checkpoint import write_json
+from unimm.checkpoint import save_tensors, write_json
 from unimm.config import to_dict
 from unimm.data.sample import Sample
 from unimm.recipes.base import UnifiedModel
+from unimm.train import distributed as du
+from unimm.train import state as st
 from unimm.train.config import TrainConfig
+from unimm.train.ema import EMA
 from unimm.train.schedule import lr_at
 
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
+SampleSource = Iterator[Sample] | Callable[[int], Iterator[Sample]]
 
 
 def peak_rss_mb() -> float:
@@ -43,35 +52,109 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
 
 
+def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
+    parts = world_size * cfg.grad_accum
+    if cfg.batch_size % parts:
+        raise ValueError(
+            f"train.batch_size={cfg.batch_size} must divide into {world_size} processes x "
+            f"train.grad_accum={cfg.grad_accum} equal micro-batches"
+        )
+    return cfg.batch_size // parts
+
+
+class _Cursor:
+    """Reads `n` samples at a global index, continuing the previous stream when the index is
+    where it stopped (one process: every step), so file sources are read once, not rescanned
+    from the start each micro-batch; any other index restarts the source there."""
+
+    def __init__(self, source: Callable[[int], Iterator[Sample]]):
+        self.source, self.position, self.stream = source, -1, None
+
+    def take(self, index: int, n: int) -> list[Sample]:
+        if index != self.position or self.stream is None:
+            self.stream = self.source(index)
+        self.position = index + n
+        return list(islice(self.stream, n))
+
+
+def _full_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out[name] = p.full_tensor() if hasattr(p, "full_tensor") else p
+    return out
+
+
 def train_model(
     model: UnifiedModel,
     cfg: TrainConfig,
-    samples: Iterator[Sample],
+    samples: SampleSource,
     out_dir: str | Path,
     *,
     progress: bool = True,
     on_save: Callable[[int], None] | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train `model` on `samples` for cfg.steps (or until cfg.max_seconds); returns the log rows.
 
-    Writes out_dir/train_log.jsonl as it goes; on_save(step) is called every cfg.save_every
-    steps and at the end, so the caller decides where checkpoints go.
+    `samples` is either an iterator or, for rank sharding and exact resume, a function
+    start_index -> iterator (the stream must be a pure function of the index, as
+    world_samples is). Writes out_dir/train_log.jsonl and, every cfg.save_every steps,
+    out_dir/state/step-N; on_save(step) is called then and at the end, on rank 0 only.
     """
+    d = du.init_from_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    micro = micro_batch_size(cfg, d.world_size)
+    if not callable(samples):
+        if d.enabled or resume:
+            raise ValueError("rank sharding and resume need samples as a start_index -> stream")
+        stream = samples
+        samples = lambda start: stream  # noqa: E731 - consumed in order, never restarted
+    cursor = _Cursor(samples)
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    step_module = du.parallelize(model, cfg, d)
+    opt = make_optimizer(step_module, cfg)
+    ema = EMA(_full_weights(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
     model.train()
-    rows: list[dict] = []
+
     log_path = out_dir / LOG_FILE
-    log_path.write_text("")
-    start = time.perf_counter()
-    bar = tqdm(total=cfg.steps, desc="train", disable=not progress, dynamic_ncols=True)
-    tokens_seen = 0.0
-    done = 0
-    for step in range(1, cfg.steps + 1):
+    rows: list[dict] = []
+    first, tokens_seen, seconds_before, bad_in_row, bad_total = 1, 0.0, 0.0, 0, 0
+    found = st.latest_good_state(out_dir) if resume else None
+    if resume and found is None and d.is_main:
+        print("[unimm] no training-state checkpoint to resume from: starting at step 1")
+    if found is not None:
+        path, meta = found
+        model_sd, optim_sd, ema_sd = st.load_state(path, meta)
+        st.set_full_state_dicts(step_module, opt, model_sd, optim_sd)
+        if ema is not None and ema_sd is not None:
+            ema.load_state_dict(ema_sd)
+        st.set_rng_state(meta["rng"])
+        first = meta["step"] + 1
+        tokens_seen, seconds_before = meta["tokens"], meta["seconds"]
+        bad_in_row, bad_total = meta["nonfinite_in_row"], meta["nonfinite_total"]
+        if log_path.exists():
+            old = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+            rows = [r for r in old if r["step"] <= meta["step"]]
+        if d.is_main:
+            print(f"[unimm] resumed from {path} (step {meta['step']})", flush=True)
+    if d.is_main:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tb = None
+    if cfg.tensorboard and d.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    start = time.perf_counter() - seconds_before
+    bar = tqdm(
+        total=cfg.steps, initial=first - 1, desc="train", disable=not progress or not d.is_main,
+        dynamic_ncols=True,
+    )  # fmt: skip
+    done = first - 1
+    for step in range(first, cfg.steps + 1):
         elapsed = time.perf_counter() - start
         if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
             break
@@ -83,44 +166,131 @@ def train_model(
         lr = lr_at(progress_step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = list(islice(samples, cfg.batch_size))
-        with autocast:
-            out = model.loss(batch, gen)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr")
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+
+        # The data position is explicit: step s reads global samples [(s-1)B, sB); micro-batch
+        # m of rank r is a fixed slice of it, and its generator depends only on that slice.
+        loss_sum, n_tok, n_tokens_in, extras = 0.0, 0.0, 0.0, {}
+        for m in range(cfg.grad_accum):
+            index = (step - 1) * cfg.batch_size + (m * d.world_size + d.rank) * micro
+            batch = cursor.take(index, micro)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + index)
+            with du.no_sync(step_module, m == cfg.grad_accum - 1), autocast:
+                out = step_module(batch, gen)
+                # Summed token losses: divided by the global token count once all are in.
+                weight = out["loss_tokens"] if "loss_tokens" in out else torch.tensor(len(batch))
+                (out["loss"] * weight).backward()
+            loss_sum += float(out["loss"].detach()) * float(weight)
+            n_tok += float(weight)
+            n_tokens_in += float(out.get("tokens", 0.0))
+            for k, v in out.items():
+                if k.startswith("loss_") and k != "loss_tokens":
+                    extras[k] = extras.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+        loss_sum, n_tok, n_tokens_in = du.all_sum([loss_sum, n_tok, n_tokens_in], d)
+        loss = loss_sum / max(n_tok, 1.0)
+        # DDP/FSDP averaged gradients over ranks; rescale so they are sum / global tokens.
+        scale = d.world_size / max(n_tok, 1.0)
+        for p in step_module.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = torch.nn.utils.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
+        finite = bool(torch.isfinite(torch.tensor(loss))) and bool(torch.isfinite(grad_norm))
+        if finite:
+            opt.step()
+            bad_in_row = 0
+            if ema is not None:
+                ema.update(_full_weights(model))
+        else:
+            bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
+            if d.is_main:
+                print(f"[unimm] step {step}: non-finite loss {loss}, update skipped", flush=True)
         opt.zero_grad(set_to_none=True)
-        tokens_seen += float(out.get("tokens", 0.0))
-        if step % cfg.log_every == 0 or step == 1 or step == cfg.steps:
-            row = {"step": step, "lr": lr, "grad_norm": float(grad_norm)}
-            row.update({k: float(v.detach()) for k, v in out.items() if k != "tokens"})
+        if bad_in_row >= cfg.max_nonfinite:
+            raise FloatingPointError(
+                f"{bad_in_row} non-finite losses in a row (last at step {step}); "
+                "lower train.lr or raise train.max_nonfinite"
+            )
+        tokens_seen += n_tokens_in
+        if d.is_main and (
+            step % cfg.log_every == 0 or step == 1 or step == cfg.steps or not finite
+        ):
+            row = {"step": step, "lr": lr, "grad_norm": float(grad_norm), "loss": loss}
+            row.update({k: v for k, v in extras.items()})
             row["seconds"] = time.perf_counter() - start
             row["tokens_per_s"] = tokens_seen / max(row["seconds"], 1e-9)
             row["peak_rss_mb"] = peak_rss_mb()
+            row["nonfinite_total"] = bad_total
             rows.append(row)
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.1e}")
+            if tb is not None:
+                for k in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                    tb.add_scalar(f"train/{k}", row[k], step)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", lr=f"{lr:.1e}")
         bar.update(1)
         done = step
-        if on_save and cfg.save_every and step % cfg.save_every == 0:
-            on_save(step)
+        if cfg.save_every and step % cfg.save_every == 0:
+            _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens_seen,
+                  time.perf_counter() - start, bad_in_row, bad_total, on_save)  # fmt: skip
     bar.close()
+    if tb is not None:
+        tb.close()
     model.eval()
     seconds = time.perf_counter() - start
-    write_json(
-        out_dir / STATE_FILE,
-        {
-            "step": done,
-            "seconds": seconds,
-            "tokens": tokens_seen,
-            "peak_rss_mb": peak_rss_mb(),
-            "config": to_dict(cfg),
-        },
-    )
+    if d.is_main:
+        write_json(
+            out_dir / STATE_FILE,
+            {
+                "step": done,
+                "seconds": seconds,
+                "tokens": tokens_seen,
+                "peak_rss_mb": peak_rss_mb(),
+                "nonfinite_total": bad_total,
+                "world_size": d.world_size,
+                "config": to_dict(cfg),
+            },
+        )
+    if ema is not None and d.is_main:
+        save_tensors(ema.state_dict(), out_dir / "ema.safetensors")
     if on_save:
-        on_save(done)
+        _gather_into_plain_tensors(step_module, model)
+        if d.is_main:
+            on_save(done)
+    du.barrier(d)
     return rows
+
+
+def _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens, seconds, bad, bad_total,
+          on_save) -> None:  # fmt: skip
+    model_sd, optim_sd = st.full_state_dicts(step_module, model, opt)  # collective under FSDP
+    if d.is_main:
+        meta = {
+            "tokens": tokens,
+            "seconds": seconds,
+            "nonfinite_in_row": bad,
+            "nonfinite_total": bad_total,
+            "data_position": step * cfg.batch_size,
+            "world_size": d.world_size,
+            "rng": st.rng_state(),
+        }
+        ema_sd = ema.state_dict() if ema is not None else None
+        st.save_state(out_dir, step, model_sd, optim_sd, meta, cfg.keep_checkpoints, ema_sd)
+        # The loadable model checkpoint needs plain tensors: under FSDP2 it is written at the end.
+        if on_save and not any(hasattr(p, "full_tensor") for p in model.parameters()):
+            on_save(step)
+    du.barrier(d)
+
+
+def _gather_into_plain_tensors(step_module, model) -> None:
+    """Under FSDP2, replace the bare model's sharded parameters by full plain ones (a collective
+    on every rank) so it saves and loads like a 1-process model; training is over by then."""
+    if not any(hasattr(p, "full_tensor") for p in model.parameters()):
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(step_module, options=StateDictOptions(full_state_dict=True))
+    full = {st._clean(k): v for k, v in full.items()}
+    for name, p in list(model.named_parameters()):
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        value = full[st._clean(name)].detach().clone()
+        owner._parameters[leaf] = torch.nn.Parameter(value, requires_grad=p.requires_grad)

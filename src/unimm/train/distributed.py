@@ -1,0 +1,138 @@
+"""Data parallelism applied from outside the model: torchrun environment, DDP or FSDP2.
+
+The model stays single-device code. `LossModule` turns `model.loss(samples, generator)` into a
+forward call so DDP and FSDP2 see every step through their forward hooks; `parallelize` applies
+activation checkpointing, then torch.compile, then the data-parallel wrapper (torchtitan order).
+Under one process nothing is wrapped and the trainer runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unimm.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env() -> Dist:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR);
+    gloo for CPU tensors, plus nccl for CUDA tensors when CUDA is present. Without torchrun: a
+    single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "gloo"
+        if torch.cuda.is_available():
+            # Per-device backends: CUDA tensors over nccl, anything on the CPU still over gloo.
+            backend = "cpu:gloo,cuda:nccl"
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend)
+    return Dist(rank, world, local)
+
+
+class LossModule(nn.Module):
+    """forward(samples, generator) -> model.loss(...): the step as one module call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, samples, generator=None) -> dict:
+        return self.model.loss(samples, generator)
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    backbone = getattr(model, "backbone", None)
+    layers = getattr(backbone, "layers", None)
+    return list(layers) if layers is not None else []
+
+
+def parallelize(model: nn.Module, cfg: TrainConfig, d: Dist) -> nn.Module:
+    """Returns the module the trainer calls each micro-batch (model.loss behind a forward)."""
+    if cfg.activation_checkpointing:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            checkpoint_wrapper,
+        )
+
+        layers = model.backbone.layers
+        for i, block in enumerate(list(layers)):
+            layers[i] = checkpoint_wrapper(block, preserve_rng_state=True)
+    if cfg.compile:
+        for block in _blocks(model):
+            block.compile()
+    step = LossModule(model)
+    if not d.enabled:
+        return step
+    if cfg.parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [d.local_rank] if torch.cuda.is_available() else None
+        return DistributedDataParallel(step, device_ids=device_ids)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    # bf16 compute with fp32 gradient reduction (the usual FSDP2 mixed-precision policy).
+    mp = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16 if cfg.precision == "bf16" else None,
+        reduce_dtype=torch.float32,
+    )
+    frozen = {p for p in model.parameters() if not p.requires_grad}
+    for block in _blocks(model):
+        fully_shard(block, mp_policy=mp)
+    fully_shard(step, mp_policy=mp, ignored_params=frozen)
+    return step
+
+
+def no_sync(step: nn.Module, last: bool):
+    """Skip gradient communication on all but the last micro-batch of an accumulation."""
+    if last:
+        return contextlib.nullcontext()
+    if hasattr(step, "no_sync"):  # DDP
+        return step.no_sync()
+    if hasattr(step, "set_requires_gradient_sync"):  # FSDP2
+        return _fsdp_no_sync(step)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(step):
+    step.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        step.set_requires_gradient_sync(True)
+
+
+def all_sum(values: list[float], d: Dist) -> list[float]:
+    """Sum floats across ranks (float64, so token counts stay exact)."""
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
