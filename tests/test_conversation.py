@@ -91,6 +91,9 @@ def test_bad_conversations_get_clear_errors():
         conversation_prompt([Turn("user", ["hi"]), Turn("assistant", []), Turn("user", ["x"])])
     with pytest.raises(ValueError, match="blank text"):
         conversation_prompt([Turn("user", ["  "])])
+    # An empty model reply stays in the history (as `<assistant> <eos>`).
+    segs = conversation_prompt([Turn("user", ["hi"]), Turn("assistant", [""]), Turn("user", ["x"])])
+    assert segs[1] == Text("", role="assistant")
     with pytest.raises(ValueError, match="end with a user turn"):
         conversation_prompt([Turn("user", ["hi"]), Turn("assistant", ["hello"])])
     with pytest.raises(ValueError, match="unknown role"):

@@ -300,7 +300,7 @@ def check_prompts(
                 f"too many images: the prompt holds {n}, this model's context fits {max_images}"
             )
         for s in p:
-            if isinstance(s, Text) and not s.text.strip():
+            if isinstance(s, Text) and s.role == "user" and not s.text.strip():
                 raise ValueError("empty prompt: the text is blank")
             if isinstance(s, Image) and s.pixels.shape[:2] != (resolution, resolution):
                 h, w = s.pixels.shape[:2]
