@@ -162,6 +162,7 @@ def test_edit_interleave_and_interactive_chat(tiny_run, tmp_path, capsys, monkey
     base = ["edit", str(image), "--checkpoint", str(tiny_run), "-o", str(out)]
     code, stdout, err = run(capsys, *base[:2], "make the circle green", *base[2:])
     assert code == 0, err
+    assert "never trained on 'edit'" in err  # the tiny run's mixture is t2i/caption/VQA
     assert np.asarray(PILImage.open(out)).shape == (64, 64, 3)
     code, _, err = run(capsys, *base[:2], "remove the blue square", *base[2:])
     assert code == 2 and "no blue square" in err

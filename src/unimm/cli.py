@@ -212,6 +212,18 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_defa
     )
 
 
+def _warn_untrained(model, task: str) -> None:
+    """A model asked for a task its training mixture never held still answers (the layout is
+    the same), but the user should know why the result is poor."""
+    tasks = model.trained_tasks()
+    if tasks is not None and task not in tasks:
+        print(
+            f"unimm: warning: this model never trained on {task!r} (its tasks: "
+            f"{', '.join(sorted(tasks))}); train with train.tasks=...,{task}:0.15 for real results",
+            file=sys.stderr,
+        )
+
+
 def _sampling(args: argparse.Namespace):
     from unimm.recipes.base import SamplingConfig
 
@@ -294,6 +306,7 @@ def _run(args: argparse.Namespace) -> None:
         if not args.instruction.strip():
             raise ValueError("empty instruction")
         image = load_image(args.image, model.image_resolution)
+        _warn_untrained(model, "edit")
         out = model.edit_images(
             [image], [args.instruction], _sampling(args), args.seed, validate=not args.no_check
         )
@@ -306,6 +319,8 @@ def _run(args: argparse.Namespace) -> None:
 
         model, _ = pipeline.load_checkpoint(args.checkpoint)
         steps = plan_request(args.request)
+        if sum(m == "image" for _, m in steps) > 1:
+            _warn_untrained(model, "interleaved")
         start = None if args.image is None else [load_image(args.image, model.image_resolution)]
         outputs = model.interleave([steps], start, _sampling(args), seed=args.seed)[0]
         out = Path(args.out)
