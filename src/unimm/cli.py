@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--split", choices=["train", "eval"], default="train")
     w.add_argument("--seed", type=int, default=0)
 
+    v = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API")
+    v.add_argument("checkpoint", nargs="?", default="runs/quickstart")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
     k.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -170,6 +175,13 @@ def _run(args: argparse.Namespace) -> None:
 
         export_world(args.out, args.num_samples, args.split, args.seed)
         print(f"wrote {args.num_samples} samples to {args.out}")
+    elif args.command == "serve":
+        import uvicorn
+
+        from unimm.serve.app import create_app
+
+        model, _ = pipeline.load_checkpoint(args.checkpoint)
+        uvicorn.run(create_app(model), host=args.host, port=args.port)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config
