@@ -1,5 +1,6 @@
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -46,10 +47,10 @@ def test_chat_with_image_and_stream(client):
     s = c.post("/v1/chat/completions", json={**body, "stream": True})
     assert s.status_code == 200
     assert s.text.rstrip().endswith("data: [DONE]")
-    assert (
-        out["choices"][0]["message"]["content"] in s.text
-        or out["choices"][0]["message"]["content"] == ""
-    )
+    events = [line[len("data: ") :] for line in s.text.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(e) for e in events[:-1]]
+    streamed = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks)
+    assert streamed == out["choices"][0]["message"]["content"]
 
 
 def test_image_generation_returns_pngs(client):
@@ -119,3 +120,57 @@ def test_bad_json_is_400(client):
     )
     assert r.status_code == 400
     assert "error" in r.json()
+
+
+def test_image_edit_and_non_image_upload(client):
+    c, model = client
+    buf = io.BytesIO()
+    side = model.image_resolution
+    PILImage.fromarray(np.zeros((side, side, 3), np.uint8)).save(buf, format="PNG")
+    r = c.post("/v1/images/edits", files={"image": buf.getvalue()}, data={"prompt": "make it red"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["data"]) == 1
+    bad = c.post("/v1/images/edits", files={"image": b"not an image"}, data={"prompt": "x"})
+    assert bad.status_code == 400 and "image" in bad.json()["error"]["message"]
+
+
+def test_official_openai_client(client):
+    openai = pytest.importorskip("openai")
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    c, model = client
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(c.app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        oc = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        content = [
+            {"type": "image_url", "image_url": {"url": _data_uri(model.image_resolution)}},
+            {"type": "text", "text": "what is this?"},
+        ]
+        msgs = [{"role": "user", "content": content}]
+        reply = oc.chat.completions.create(model="unimm", messages=msgs)
+        assert reply.choices[0].message.role == "assistant"
+        chunks = list(oc.chat.completions.create(model="unimm", messages=msgs, stream=True))
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == (
+            reply.choices[0].message.content
+        )
+        img = oc.images.generate(prompt="a blue square", n=1, response_format="b64_json")
+        assert PILImage.open(io.BytesIO(base64.b64decode(img.data[0].b64_json))).size == (
+            model.image_resolution,
+            model.image_resolution,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
