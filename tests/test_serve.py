@@ -174,3 +174,14 @@ def test_official_openai_client(client):
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+def test_api_key_required_when_set(client):
+    from unimm.serve.app import create_app
+
+    _, model = client
+    c = TestClient(create_app(model, api_key="s3cret"))
+    assert c.get("/v1/models").status_code == 401
+    assert c.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/health").status_code == 200

@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint", nargs="?", default="runs/quickstart")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/ routes")
 
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
@@ -181,7 +182,7 @@ def _run(args: argparse.Namespace) -> None:
         from unimm.serve.app import create_app
 
         model, _ = pipeline.load_checkpoint(args.checkpoint)
-        uvicorn.run(create_app(model), host=args.host, port=args.port)
+        uvicorn.run(create_app(model, api_key=args.api_key), host=args.host, port=args.port)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config

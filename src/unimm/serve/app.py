@@ -82,7 +82,9 @@ def encode_png(pixels: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def create_app(model: UnifiedModel, model_name: str = "unimm") -> FastAPI:
+def create_app(
+    model: UnifiedModel, model_name: str = "unimm", api_key: str | None = None
+) -> FastAPI:
     app = FastAPI(title="unimm", version="0.1.0")
     lock = threading.Lock()
     counters = {"requests": 0, "errors": 0, "images": 0, "latency_sum": 0.0}
@@ -111,6 +113,17 @@ def create_app(model: UnifiedModel, model_name: str = "unimm") -> FastAPI:
     @app.middleware("http")
     async def _count(request: Request, call_next):
         t0 = time.perf_counter()
+        if api_key is not None and request.url.path.startswith("/v1/"):
+            if request.headers.get("authorization") != f"Bearer {api_key}":
+                counters["errors"] += 1
+                body = {
+                    "error": {
+                        "message": "missing or wrong API key (Authorization: Bearer KEY)",
+                        "type": "invalid_request_error",
+                        "param": None,
+                    }
+                }
+                return JSONResponse(body, status_code=401)
         response = await call_next(request)
         counters["requests"] += 1
         counters["latency_sum"] += time.perf_counter() - t0
