@@ -185,6 +185,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("run", help="run directory")
     pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
+    v = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API")
+    v.add_argument("checkpoint", nargs="?", default="runs/quickstart")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/ routes")
 
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
@@ -354,6 +359,13 @@ def _run(args: argparse.Namespace) -> None:
 
         for path in plot_run(args.run, args.out):
             print(path)
+    elif args.command == "serve":
+        import uvicorn
+
+        from unimm.serve.app import create_app
+
+        model, _ = pipeline.load_checkpoint(args.checkpoint)
+        uvicorn.run(create_app(model, api_key=args.api_key), host=args.host, port=args.port)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config
