@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 
 from unimm.checkpoint import CONFIG_FILE, read_json, write_json
-from unimm.data.sample import Text
+from unimm.data.images import to_tensor
+from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
 from unimm.recipes.parts import Parts
 from unimm.recipes.registry import build_model, load_model, recipe_class
+from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vq import VQTokenizer
 from unimm.train.tokenizer_trainer import train_vq
@@ -67,26 +69,18 @@ def train_run(
     timings["text_tokenizer_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if image_tokenizer is not None:
-        image = VQTokenizer.from_pretrained(image_tokenizer)
-        cfg = replace(cfg, vq=image.config)
+    kind = recipe_class(cfg.recipe).image_tokenizer_kind
+    if kind == "vq":
+        image, cfg = _vq_tokenizer(cfg, out, image_tokenizer, progress)
+        n_image_ids = image.codebook_size
     else:
-        _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
-        train_vq(
-            cfg.vq,
-            out / IMAGE_TOKENIZER_DIR,
-            seconds=cfg.vq_train.seconds,
-            batch_size=cfg.vq_train.batch_size,
-            lr=cfg.vq_train.lr,
-            seed=cfg.train.seed,
-            progress=progress,
-        )
-        image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+        image, cfg = _continuous_tokenizer(kind, cfg, out)
+        n_image_ids = 0  # continuous tokens enter as vectors, not vocabulary ids
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
 
-    # The backbone's vocabulary is the text vocabulary followed by the image codebook.
-    model_cfg = replace(cfg.model, vocab_size=text.vocab_size + image.codebook_size)
+    # The backbone's vocabulary is the text vocabulary followed by any image codebook.
+    model_cfg = replace(cfg.model, vocab_size=text.vocab_size + n_image_ids)
     cfg = replace(cfg, model=model_cfg)
     model = build_model(Parts(cfg, text, image))
     n_params = sum(p.numel() for p in model.parameters())
@@ -109,6 +103,36 @@ def train_run(
     timings["model_s"] = time.perf_counter() - t0
     write_json(out / "timings.json", timings)
     return model
+
+
+def _vq_tokenizer(
+    cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+) -> tuple[VQTokenizer, RunConfig]:
+    if image_tokenizer is not None:
+        image = VQTokenizer.from_pretrained(image_tokenizer)
+        return image, replace(cfg, vq=image.config)
+    _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
+    train_vq(
+        cfg.vq,
+        out / IMAGE_TOKENIZER_DIR,
+        seconds=cfg.vq_train.seconds,
+        batch_size=cfg.vq_train.batch_size,
+        lr=cfg.vq_train.lr,
+        seed=cfg.train.seed,
+        progress=progress,
+    )
+    return VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR), cfg
+
+
+def _continuous_tokenizer(kind: str, cfg: RunConfig, out: Path) -> tuple[PixelPatches, RunConfig]:
+    """Raw pixel patches, normalised on 256 training images (nothing to train)."""
+    if kind != "pixels":
+        raise ValueError(f"unknown image tokenizer kind {kind!r}")
+    samples = islice(world_samples("train", cfg.train.seed, {"t2i": 1.0}), 256)
+    pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
+    image = PixelPatches(cfg.patches).fit(to_tensor(pixels))
+    image.save_pretrained(out / IMAGE_TOKENIZER_DIR)
+    return image, replace(cfg, patches=image.config)
 
 
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from unimm.config import ConfigError, apply_overrides
 from unimm.model.config import MODEL_PRESETS, ModelConfig
+from unimm.paradigms.flow import FlowConfig
+from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
 from unimm.train.config import TrainConfig
 
@@ -32,6 +34,9 @@ class RunConfig:
     vq: VQConfig
     vq_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Continuous recipes (Transfusion): image patches instead of VQ codes, and the flow settings.
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
 
 
 def _tiny() -> RunConfig:

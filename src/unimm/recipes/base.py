@@ -37,6 +37,9 @@ class SamplingConfig:
 
 class UnifiedModel(nn.Module):
     recipe: ClassVar[str]
+    # Which image tokenizer the pipeline prepares: "vq" (trained discrete codes) or "pixels"
+    # (continuous raw patches, normalised on world images).
+    image_tokenizer_kind: ClassVar[str] = "vq"
 
     @property
     def image_resolution(self) -> int:

@@ -7,9 +7,11 @@ from pathlib import Path
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.parts import Parts, read_run_config
+from unimm.recipes.transfusion import TransfusionModel
 
 RECIPES: dict[str, type[UnifiedModel]] = {
     ChameleonModel.recipe: ChameleonModel,
+    TransfusionModel.recipe: TransfusionModel,
 }
 
 
