@@ -161,3 +161,20 @@ def test_pipeline_trains_and_loads_a_transfusion_run(tmp_path):
     assert model.image_tok.config.shift > 0.3 and model.image_tok.config.scale < 1.0
     images = model.generate_images(["a red circle"], n_per_prompt=2)
     assert len(images[0]) == 2 and images[0][0].shape == (64, 64, 3)
+
+
+def test_pipeline_trains_transfusion_on_vae_latents(tmp_path):
+    from unimm.pipeline import load_checkpoint, train_run
+    from unimm.tokenizers.vae import VAETokenizer
+
+    overrides = [
+        "recipe=transfusion",
+        "continuous_tokenizer=vae",
+        "vq_train.seconds=1",
+        "train.steps=2",
+    ]
+    train_run(tmp_path, "tiny", overrides, progress=False)
+    model, _ = load_checkpoint(tmp_path)
+    assert isinstance(model.image_tok, VAETokenizer) and model.image_tok.config.scale != 1.0
+    images = model.generate_images(["a red circle"], n_per_prompt=1)
+    assert images[0][0].shape == (64, 64, 3)

@@ -25,13 +25,15 @@ from unimm.data.images import to_tensor
 from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
-from unimm.recipes.parts import Parts
+from unimm.recipes.parts import Parts, load_image_tokenizer
 from unimm.recipes.registry import build_model, load_model, recipe_class
 from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vae import VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 from unimm.train.tokenizer_trainer import train_vq
 from unimm.train.trainer import train_model
+from unimm.train.vae_trainer import train_vae
 from unimm.world.tasks import world_samples
 
 CHECKPOINT_DIR = "checkpoint"
@@ -74,7 +76,7 @@ def train_run(
         image, cfg = _vq_tokenizer(cfg, out, image_tokenizer, progress)
         n_image_ids = image.codebook_size
     else:
-        image, cfg = _continuous_tokenizer(kind, cfg, out)
+        image, cfg = _continuous_tokenizer(kind, cfg, out, image_tokenizer, progress)
         n_image_ids = 0  # continuous tokens enter as vectors, not vocabulary ids
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
@@ -124,15 +126,40 @@ def _vq_tokenizer(
     return VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR), cfg
 
 
-def _continuous_tokenizer(kind: str, cfg: RunConfig, out: Path) -> tuple[PixelPatches, RunConfig]:
-    """Raw pixel patches, normalised on 256 training images (nothing to train)."""
-    if kind != "pixels":
+def _continuous_tokenizer(
+    kind: str, cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+) -> tuple[PixelPatches | VAETokenizer, RunConfig]:
+    """Raw pixel patches (normalised on 256 training images) or a KL-VAE (trained here unless
+    one is given); the run directory gets a copy either way."""
+    if kind != "continuous":
         raise ValueError(f"unknown image tokenizer kind {kind!r}")
-    samples = islice(world_samples("train", cfg.train.seed, {"t2i": 1.0}), 256)
-    pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-    image = PixelPatches(cfg.patches).fit(to_tensor(pixels))
+    if image_tokenizer is not None:
+        image = load_image_tokenizer(image_tokenizer)
+        if isinstance(image, VQTokenizer):
+            raise ValueError(
+                f"{image_tokenizer} holds a VQ tokenizer; {cfg.recipe} needs "
+                "continuous tokens (a VAE)"
+            )
+    elif cfg.continuous_tokenizer == "vae":
+        _log(f"training the VAE for {cfg.vq_train.seconds:.0f} s")
+        train_vae(
+            cfg.vae,
+            out / IMAGE_TOKENIZER_DIR,
+            seconds=cfg.vq_train.seconds,
+            batch_size=cfg.vq_train.batch_size,
+            lr=cfg.vq_train.lr,
+            seed=cfg.train.seed,
+            progress=progress,
+        )
+        image = VAETokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+    else:
+        samples = islice(world_samples("train", cfg.train.seed, {"t2i": 1.0}), 256)
+        pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
+        image = PixelPatches(cfg.patches).fit(to_tensor(pixels))
     image.save_pretrained(out / IMAGE_TOKENIZER_DIR)
-    return image, replace(cfg, patches=image.config)
+    if isinstance(image, VAETokenizer):
+        return image, replace(cfg, vae=image.config, continuous_tokenizer="vae")
+    return image, replace(cfg, patches=image.config, continuous_tokenizer="pixels")
 
 
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:

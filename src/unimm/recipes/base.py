@@ -37,8 +37,8 @@ class SamplingConfig:
 
 class UnifiedModel(nn.Module):
     recipe: ClassVar[str]
-    # Which image tokenizer the pipeline prepares: "vq" (trained discrete codes) or "pixels"
-    # (continuous raw patches, normalised on world images).
+    # Which image tokenizer the pipeline prepares: "vq" (trained discrete codes) or
+    # "continuous" (raw pixel patches or VAE latents, per RunConfig.continuous_tokenizer).
     image_tokenizer_kind: ClassVar[str] = "vq"
 
     @property

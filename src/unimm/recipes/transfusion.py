@@ -47,15 +47,16 @@ from unimm.recipes.chameleon import check_prompts
 from unimm.recipes.parts import Parts, load_parts, save_parts
 from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vae import VAETokenizer
 
 
 class TransfusionModel(UnifiedModel):
     recipe = "transfusion"
-    image_tokenizer_kind = "pixels"
+    image_tokenizer_kind = "continuous"
 
     def __init__(self, parts: Parts):
         super().__init__()
-        if not isinstance(parts.image, PixelPatches):
+        if not isinstance(parts.image, PixelPatches | VAETokenizer):
             raise ValueError("the transfusion recipe needs a continuous image tokenizer")
         self.parts = parts
         cfg = parts.config
@@ -83,7 +84,7 @@ class TransfusionModel(UnifiedModel):
         return self.parts.text
 
     @property
-    def image_tok(self) -> PixelPatches:
+    def image_tok(self) -> PixelPatches | VAETokenizer:
         return self.parts.image
 
     # ----- embedding ------------------------------------------------------------------------
