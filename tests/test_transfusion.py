@@ -81,8 +81,8 @@ def test_context_image_is_clean_and_changes_the_answer_logits():
     model = make_model()
     batch, latents = model.layout(samples(1))
     is_image = batch.modality == IMAGE
-    x_clean = model.embed(batch.ids, is_image, latents, torch.ones(1))
-    x_other = model.embed(batch.ids, is_image, latents * 0, torch.ones(1))
+    x_clean = model.embed(batch.ids, is_image, model.image_embed(latents, torch.ones(1)))
+    x_other = model.embed(batch.ids, is_image, model.image_embed(latents * 0, torch.ones(1)))
     assert not torch.equal(x_clean, x_other)
     assert torch.equal(x_clean[~is_image], x_other[~is_image])
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from unimm.config import ConfigError, apply_overrides
 from unimm.model.config import MODEL_PRESETS, ModelConfig
+from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.vae import VAEConfig
@@ -42,6 +43,7 @@ class RunConfig:
     patches: PatchConfig = field(default_factory=PatchConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
 
 
 def _tiny() -> RunConfig:

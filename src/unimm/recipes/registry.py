@@ -6,12 +6,14 @@ from pathlib import Path
 
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
+from unimm.recipes.diffusion_head import DiffusionHeadModel
 from unimm.recipes.parts import Parts, read_run_config
 from unimm.recipes.transfusion import TransfusionModel
 
 RECIPES: dict[str, type[UnifiedModel]] = {
     ChameleonModel.recipe: ChameleonModel,
     TransfusionModel.recipe: TransfusionModel,
+    DiffusionHeadModel.recipe: DiffusionHeadModel,
 }
 
 

@@ -89,23 +89,26 @@ class TransfusionModel(UnifiedModel):
 
     # ----- embedding ------------------------------------------------------------------------
 
-    def embed(self, ids: Tensor, is_image: Tensor, latents: Tensor, t: Tensor) -> Tensor:
-        """Token embeddings with image slots replaced by their patch tokens.
+    def embed(self, ids: Tensor, is_image: Tensor, image_tokens: Tensor) -> Tensor:
+        """Token embeddings with image slots replaced by image token embeddings.
 
         ids (B, T); is_image (B, T) bool with M * N True slots in raster order of (row, pos);
-        latents (M, N, d) the images in that order; t (M,) each image's time.
+        image_tokens (M, N, D) the images' embeddings in that order (see `image_embed`).
         """
         x = self.backbone.tok_embeddings(ids)  # (B, T, D)
-        if latents.shape[0] == 0:
+        if image_tokens.shape[0] == 0:
             return x
         x = x.clone()
-        x[is_image] = self.image_embed(latents, t).flatten(0, 1).to(x.dtype)
+        x[is_image] = image_tokens.flatten(0, 1).to(x.dtype)
         return x
+
+    def image_pos(self) -> Tensor:
+        """(N, D) learned (row, col) embedding of each image slot."""
+        return (self.image_row + self.image_col).flatten(0, 1)
 
     def image_embed(self, latents: Tensor, t: Tensor) -> Tensor:
         """(M, N, d) latents at times (M,) -> (M, N, D)."""
-        pos = (self.image_row + self.image_col).flatten(0, 1)  # (N, D)
-        return self.image_in(latents) + pos + self.time_embed(t)[:, None]
+        return self.image_in(latents) + self.image_pos() + self.time_embed(t)[:, None]
 
     # ----- training -------------------------------------------------------------------------
 
@@ -143,16 +146,11 @@ class TransfusionModel(UnifiedModel):
         xt, t, velocity = self.flow.noise(x1, generator)
         t = torch.where(target, t, torch.ones_like(t))
         xt = torch.where(target[:, None, None], xt, x1)
-        x = self.embed(batch.ids, is_image, xt, t)
+        x = self.embed(batch.ids, is_image, self.image_embed(xt, t))
         mask = block_causal_mask(batch.image_block - 1, pad=~batch.valid)
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
 
-        text_mask = (batch.loss_mask & (batch.modality == TEXT))[:, 1:]
-        picked = hidden[:, :-1][text_mask]  # (K, D): only positions that predict a text target
-        targets = batch.ids[:, 1:][text_mask][None]  # (1, K)
-        loss_text = next_token_loss(
-            self.backbone.head(picked)[None], targets, torch.ones_like(targets, dtype=torch.bool)
-        )
+        loss_text = self.text_loss(hidden, batch)
         pred = self.image_out(hidden[is_image].view(M, self.image_tokens, -1))[target]
         loss_image = self.flow.loss(pred, velocity[target]) if bool(target.any()) else x.sum() * 0
         loss = loss_text + self.parts.config.flow.image_loss_weight * loss_image
@@ -162,6 +160,14 @@ class TransfusionModel(UnifiedModel):
             "loss_image": loss_image.detach(),
             "tokens": torch.tensor(float(batch.valid.sum())),
         }
+
+    def text_loss(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
+        """Next-token cross-entropy on text targets only; hidden (B, T, D)."""
+        text_mask = (batch.loss_mask & (batch.modality == TEXT))[:, 1:]
+        picked = hidden[:, :-1][text_mask]  # (K, D): only positions that predict a text target
+        targets = batch.ids[:, 1:][text_mask][None]  # (1, K)
+        logits = self.backbone.head(picked)[None]  # (1, K, V)
+        return next_token_loss(logits, targets, torch.ones_like(targets, dtype=torch.bool))
 
     # ----- inference ------------------------------------------------------------------------
 
@@ -184,7 +190,7 @@ class TransfusionModel(UnifiedModel):
             valid[r, P - len(row) :] = True
         latents = torch.cat([lat for _, _, lat in layouts])
         is_image = block > 0
-        x = self.embed(ids, is_image, latents, torch.ones(latents.shape[0]))
+        x = self.embed(ids, is_image, self.image_embed(latents, torch.ones(latents.shape[0])))
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         # Block ids must be unique per row only; padding keys are masked by `pad`.
         mask = block_causal_mask(block - 1, pad=~valid)
@@ -210,7 +216,25 @@ class TransfusionModel(UnifiedModel):
     def _generate_images(
         self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: torch.Generator
     ) -> list[Segment]:
-        B, N = len(prompts), self.image_tokens
+        B = len(prompts)
+        cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
+        x = torch.randn(B, self.image_tokens, self.image_tok.latent_dim, generator=gen)
+        sched = make_scheduler(self.parts.config.flow)
+        for t in sched.timesteps:
+            xs = torch.cat([x, x]) if guided else x
+            emb = self.image_embed(xs, t.expand(xs.shape[0]))
+            v = self.image_out(self.run_image_span(cache, mask, img_pos, emb)).float()  # (R, N, d)
+            if guided:
+                v = guided_velocity(v[:B], v[B:], sampling.cfg_scale)
+            x = sched.step(v, t, x)
+        pixels = to_uint8(self.image_tok.decode(x))
+        return [Image(p) for p in pixels]
+
+    def image_span_context(self, prompts: list[list[Segment]], sampling: SamplingConfig):
+        """Prefill the prompts (and, with guidance, their text-free copies after them) and
+        return what running the image span against them needs: (cache, mask (R, 1, N, P + N),
+        positions (R, N), guided)."""
+        N = self.image_tokens
         guided = sampling.cfg_scale != 1.0
         rows = list(prompts)
         if guided:
@@ -224,19 +248,15 @@ class TransfusionModel(UnifiedModel):
         # Image tokens see every non-padding prompt token and the whole image.
         whole_image = torch.ones(len(rows), 1, 1, N, dtype=torch.bool)
         mask = torch.cat([valid[:, None, None, :], whole_image], -1).expand(-1, 1, N, -1)
-        x = torch.randn(B, N, self.image_tok.latent_dim, generator=gen)
-        sched = make_scheduler(self.parts.config.flow)
-        for t in sched.timesteps:
-            xs = torch.cat([x, x]) if guided else x
-            emb = self.image_embed(xs, t.expand(xs.shape[0]))
-            hidden = self.backbone(None, img_pos, mask, cache, True, embeds=emb)
-            cache.crop(P)
-            v = self.image_out(hidden).float()  # (R, N, d)
-            if guided:
-                v = guided_velocity(v[:B], v[B:], sampling.cfg_scale)
-            x = sched.step(v, t, x)
-        pixels = to_uint8(self.image_tok.decode(x))
-        return [Image(p) for p in pixels]
+        return cache, mask, img_pos, guided
+
+    def run_image_span(self, cache, mask: Tensor, img_pos: Tensor, tokens: Tensor) -> Tensor:
+        """Hidden states (R, N, D) of image tokens (R, N, D) against the cached prompt; the
+        cache is left as it was."""
+        P = cache.length
+        hidden = self.backbone(None, img_pos, mask, cache, True, embeds=tokens)
+        cache.crop(P)
+        return hidden
 
     def _generate_text(
         self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: torch.Generator
