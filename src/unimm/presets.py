@@ -14,6 +14,7 @@ from unimm.config import ConfigError, apply_overrides
 from unimm.model.config import MODEL_PRESETS, ModelConfig
 from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
+from unimm.recipes.janusflow_config import JanusFlowConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.vae import VAEConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
@@ -44,6 +45,7 @@ class RunConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
+    janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
 
 
 def _tiny() -> RunConfig:

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from unimm.data.images import to_uint8
 from unimm.data.sample import Image, Sample, Segment
 from unimm.data.sequence import IMAGE
-from unimm.model.masks import block_causal_mask
 from unimm.paradigms.diffusion_head import (
     DiffusionHead,
     masked_after_step,
@@ -65,7 +64,7 @@ class DiffusionHeadModel(TransfusionModel):
         # Context images (understanding) stay whole; target images lose a random subset.
         masked = training_mask(M, N, generator) & target[:, None]  # (M, N)
         x = self.embed(batch.ids, is_image, self.image_inputs(x1, masked))
-        mask = block_causal_mask(batch.image_block - 1, pad=~batch.valid)
+        mask = self.attention_mask(batch.image_block, batch.valid)
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
         loss_text = self.text_loss(hidden, batch)
         if bool(masked.any()):

@@ -7,6 +7,7 @@ from pathlib import Path
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.diffusion_head import DiffusionHeadModel
+from unimm.recipes.janusflow import JanusFlowModel
 from unimm.recipes.parts import Parts, read_run_config
 from unimm.recipes.transfusion import TransfusionModel
 
@@ -14,6 +15,7 @@ RECIPES: dict[str, type[UnifiedModel]] = {
     ChameleonModel.recipe: ChameleonModel,
     TransfusionModel.recipe: TransfusionModel,
     DiffusionHeadModel.recipe: DiffusionHeadModel,
+    JanusFlowModel.recipe: JanusFlowModel,
 }
 
 

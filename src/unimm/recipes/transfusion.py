@@ -147,7 +147,7 @@ class TransfusionModel(UnifiedModel):
         t = torch.where(target, t, torch.ones_like(t))
         xt = torch.where(target[:, None, None], xt, x1)
         x = self.embed(batch.ids, is_image, self.image_embed(xt, t))
-        mask = block_causal_mask(batch.image_block - 1, pad=~batch.valid)
+        mask = self.attention_mask(batch.image_block, batch.valid)
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
 
         loss_text = self.text_loss(hidden, batch)
@@ -160,6 +160,19 @@ class TransfusionModel(UnifiedModel):
             "loss_image": loss_image.detach(),
             "tokens": torch.tensor(float(batch.valid.sum())),
         }
+
+    def context_tokens(self, pixels: list[np.ndarray], latents: Tensor) -> Tensor:
+        """(M, N, D) inputs of clean images given as context: their latents at t = 1."""
+        return self.image_embed(latents, torch.ones(latents.shape[0]))
+
+    def attention_mask(self, image_block: Tensor, valid: Tensor) -> Tensor:
+        """Causal text, bidirectional inside each image; (B, T) -> (B, 1, T, T). Block ids need
+        only be unique per row, and padding keys are masked."""
+        return block_causal_mask(image_block - 1, pad=~valid)
+
+    def image_span_mask(self, n: int) -> Tensor:
+        """(N, N): which image tokens an image token sees (all of its image)."""
+        return torch.ones(n, n, dtype=torch.bool)
 
     def text_loss(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
         """Next-token cross-entropy on text targets only; hidden (B, T, D)."""
@@ -176,10 +189,11 @@ class TransfusionModel(UnifiedModel):
 
         Returns (hidden (R, P, D), cache, valid (R, P), positions (R, P)).
         """
-        layouts = []
+        layouts, pixels = [], []
         for p in prompts:
             batch, lat = self.layout([Sample(list(p), targets=(), task="prompt")])
             layouts.append((batch.ids[0].tolist() + [opener], batch.image_block[0], lat))
+            pixels += [s.pixels for s in p if isinstance(s, Image)]
         R, P = len(prompts), max(len(ids) for ids, _, _ in layouts)
         ids = torch.full((R, P), self.text_tok.pad_id, dtype=torch.long)
         block = torch.zeros((R, P), dtype=torch.long)
@@ -190,10 +204,9 @@ class TransfusionModel(UnifiedModel):
             valid[r, P - len(row) :] = True
         latents = torch.cat([lat for _, _, lat in layouts])
         is_image = block > 0
-        x = self.embed(ids, is_image, self.image_embed(latents, torch.ones(latents.shape[0])))
+        x = self.embed(ids, is_image, self.context_tokens(pixels, latents))
         positions = (valid.cumsum(1) - 1).clamp(min=0)
-        # Block ids must be unique per row only; padding keys are masked by `pad`.
-        mask = block_causal_mask(block - 1, pad=~valid)
+        mask = self.attention_mask(block, valid)
         cache = self.backbone.make_cache(R)
         hidden = self.backbone(None, positions, mask, cache, True, embeds=x)
         return hidden, cache, valid, positions
@@ -246,8 +259,9 @@ class TransfusionModel(UnifiedModel):
             raise ValueError(f"prompt too long: {P} + {N} image tokens exceed max_seq_len")
         img_pos = positions[:, -1:] + 1 + torch.arange(N)  # (R, N)
         # Image tokens see every non-padding prompt token and the whole image.
-        whole_image = torch.ones(len(rows), 1, 1, N, dtype=torch.bool)
-        mask = torch.cat([valid[:, None, None, :], whole_image], -1).expand(-1, 1, N, -1)
+        prompt_keys = valid[:, None, None, :].expand(-1, 1, N, -1)
+        span = self.image_span_mask(N).expand(len(rows), 1, N, N)
+        mask = torch.cat([prompt_keys, span], -1)  # (R, 1, N, P + N)
         return cache, mask, img_pos, guided
 
     def run_image_span(self, cache, mask: Tensor, img_pos: Tensor, tokens: Tensor) -> Tensor:
