@@ -38,15 +38,17 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     model, _ = load_checkpoint(args.checkpoint)
     base = model.parts.config
-    sampling = SamplingConfig(cfg_scale=args.cfg)
     rows = []
     print("sampler  steps  evals/image  GenEval-in  img/s  per task")
     for sampler in args.samplers:
         for n in args.steps:
-            flow = replace(base.flow, sampler=sampler, num_steps=n, shift=args.shift)
-            model.parts.config = replace(base, flow=flow)
+            # The sampler kind and shift live in the checkpoint's flow config; steps per call.
+            model.parts.config = replace(
+                base, flow=replace(base.flow, sampler=sampler, shift=args.shift)
+            )
+            sampling = SamplingConfig(cfg_scale=args.cfg, steps=n)
 
-            def gen(prompts, k, seed):
+            def gen(prompts, k, seed, sampling=sampling):
                 return model.generate_images(prompts, k, seed, sampling)
 
             t0 = time.perf_counter()

@@ -178,3 +178,13 @@ def test_pipeline_trains_transfusion_on_vae_latents(tmp_path):
     assert isinstance(model.image_tok, VAETokenizer) and model.image_tok.config.scale != 1.0
     images = model.generate_images(["a red circle"], n_per_prompt=1)
     assert images[0][0].shape == (64, 64, 3)
+
+
+def test_sampling_steps_override_the_checkpoint_steps():
+    model = make_model()
+    torch.nn.init.normal_(model.image_out.weight, std=0.05)
+    p = [[Text("a red circle")]]
+    three = model.generate(p, "image", SamplingConfig(steps=3), seed=0)[0].pixels
+    default = model.generate(p, "image", SamplingConfig(), seed=0)[0].pixels  # config: 3 steps
+    one = model.generate(p, "image", SamplingConfig(steps=1), seed=0)[0].pixels
+    assert np.array_equal(three, default) and not np.array_equal(one, default)

@@ -107,6 +107,9 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=3.0, temperature_defa
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--cfg", type=float, default=cfg_default, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--steps", type=_positive_int, default=None, help="ODE steps (flow recipes only)"
+    )
 
 
 def _sampling(args: argparse.Namespace):
@@ -117,7 +120,11 @@ def _sampling(args: argparse.Namespace):
     if args.temperature < 0:
         raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
     return SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        cfg_scale=args.cfg,
+        steps=args.steps,
     )
 
 

@@ -33,6 +33,7 @@ class SamplingConfig:
     top_p: float | None = None
     cfg_scale: float = 3.0  # image generation only; 1.0 turns guidance off
     max_new_tokens: int = 48  # text only; images always produce a whole image
+    steps: int | None = None  # flow recipes: ODE steps (None: the checkpoint's flow.num_steps)
 
 
 class UnifiedModel(nn.Module):

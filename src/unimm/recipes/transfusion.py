@@ -28,6 +28,7 @@ train.cfg_dropout in training), v = u + s (c - u). Text is decoded token by toke
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,8 @@ class TransfusionModel(UnifiedModel):
         B = len(prompts)
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
         x = torch.randn(B, self.image_tokens, self.image_tok.latent_dim, generator=gen)
-        sched = make_scheduler(self.parts.config.flow)
+        flow = self.parts.config.flow
+        sched = make_scheduler(replace(flow, num_steps=sampling.steps or flow.num_steps))
         for t in sched.timesteps:
             xs = torch.cat([x, x]) if guided else x
             emb = self.image_embed(xs, t.expand(xs.shape[0]))
