@@ -15,21 +15,26 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import torch
 
 from unimm.checkpoint import CONFIG_FILE, read_json, write_json
-from unimm.data.sample import Text
+from unimm.data.images import to_tensor
+from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
-from unimm.recipes.parts import Parts
+from unimm.recipes.parts import Parts, load_image_tokenizer
 from unimm.recipes.registry import build_model, load_model, recipe_class
+from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vae import VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 from unimm.train.tokenizer_trainer import train_vq
 from unimm.train.trainer import train_model
+from unimm.train.vae_trainer import train_vae
 from unimm.world.tasks import world_samples
 
 CHECKPOINT_DIR = "checkpoint"
@@ -76,32 +81,24 @@ def train_run(
     timings["text_tokenizer_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if image_tokenizer is None and resume and (out / IMAGE_TOKENIZER_DIR).is_dir():
-        image_tokenizer = out / IMAGE_TOKENIZER_DIR
-    if image_tokenizer is not None:
-        image = VQTokenizer.from_pretrained(image_tokenizer)
-        cfg = replace(cfg, vq=image.config)
-    elif not d.is_main:
-        barrier(d)  # rank 0 trains it
-        image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+    kind = recipe_class(cfg.recipe).image_tokenizer_kind
+    prepare = _vq_tokenizer if kind == "vq" else partial(_continuous_tokenizer, kind)
+    tok_dir = out / IMAGE_TOKENIZER_DIR
+    if image_tokenizer is None and resume and tok_dir.is_dir():
+        image_tokenizer = tok_dir
+    if image_tokenizer is None and not d.is_main:
+        barrier(d)  # rank 0 prepares the tokenizer; the other ranks load its copy
+        image, cfg = prepare(cfg, out, tok_dir, progress)
     else:
-        _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
-        train_vq(
-            cfg.vq,
-            out / IMAGE_TOKENIZER_DIR,
-            seconds=cfg.vq_train.seconds,
-            batch_size=cfg.vq_train.batch_size,
-            lr=cfg.vq_train.lr,
-            seed=cfg.train.seed,
-            progress=progress,
-        )
-        barrier(d)
-        image = VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+        image, cfg = prepare(cfg, out, image_tokenizer, progress)
+        if image_tokenizer is None:
+            barrier(d)
+    n_image_ids = image.codebook_size if kind == "vq" else 0  # continuous tokens are vectors
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
 
-    # The backbone's vocabulary is the text vocabulary followed by the image codebook.
-    model_cfg = replace(cfg.model, vocab_size=text.vocab_size + image.codebook_size)
+    # The backbone's vocabulary is the text vocabulary followed by any image codebook.
+    model_cfg = replace(cfg.model, vocab_size=text.vocab_size + n_image_ids)
     cfg = replace(cfg, model=model_cfg)
     model = build_model(Parts(cfg, text, image))
     n_params = sum(p.numel() for p in model.parameters())
@@ -165,6 +162,63 @@ def finetune_run(
         on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),
     )
     return model
+
+
+def _vq_tokenizer(
+    cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+) -> tuple[VQTokenizer, RunConfig]:
+    if image_tokenizer is not None:
+        image = VQTokenizer.from_pretrained(image_tokenizer)
+        return image, replace(cfg, vq=image.config)
+    _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
+    train_vq(
+        cfg.vq,
+        out / IMAGE_TOKENIZER_DIR,
+        seconds=cfg.vq_train.seconds,
+        batch_size=cfg.vq_train.batch_size,
+        lr=cfg.vq_train.lr,
+        seed=cfg.train.seed,
+        progress=progress,
+    )
+    return VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR), cfg
+
+
+def _continuous_tokenizer(
+    kind: str, cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+) -> tuple[PixelPatches | VAETokenizer, RunConfig]:
+    """Raw pixel patches (normalised on 256 training images) or a KL-VAE (trained here unless
+    one is given); the run directory gets a copy either way."""
+    if kind != "continuous":
+        raise ValueError(f"unknown image tokenizer kind {kind!r}")
+    if image_tokenizer is not None:
+        image = load_image_tokenizer(image_tokenizer)
+        if isinstance(image, VQTokenizer):
+            raise ValueError(
+                f"{image_tokenizer} holds a VQ tokenizer; {cfg.recipe} needs "
+                "continuous tokens (a VAE)"
+            )
+    elif cfg.continuous_tokenizer == "vae":
+        _log(f"training the VAE for {cfg.vq_train.seconds:.0f} s")
+        train_vae(
+            cfg.vae,
+            out / IMAGE_TOKENIZER_DIR,
+            seconds=cfg.vq_train.seconds,
+            batch_size=cfg.vq_train.batch_size,
+            lr=cfg.vq_train.lr,
+            seed=cfg.train.seed,
+            progress=progress,
+        )
+        image = VAETokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
+    else:
+        samples = islice(world_samples("train", cfg.train.seed, {"t2i": 1.0}), 256)
+        pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
+        image = PixelPatches(cfg.patches).fit(to_tensor(pixels))
+    target = out / IMAGE_TOKENIZER_DIR
+    if image_tokenizer is None or Path(image_tokenizer).resolve() != target.resolve():
+        image.save_pretrained(target)  # the run directory keeps its own copy
+    if isinstance(image, VAETokenizer):
+        return image, replace(cfg, vae=image.config, continuous_tokenizer="vae")
+    return image, replace(cfg, patches=image.config, continuous_tokenizer="pixels")
 
 
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from unimm.config import ConfigError, apply_overrides
 from unimm.model.config import MODEL_PRESETS, ModelConfig
+from unimm.paradigms.diffusion_head import HeadConfig
+from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
+from unimm.recipes.janusflow_config import JanusFlowConfig
+from unimm.tokenizers.pixel_patches import PatchConfig
+from unimm.tokenizers.vae import VAEConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
 from unimm.train.config import TrainConfig
 
@@ -34,6 +40,14 @@ class RunConfig:
     vq_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diffusion: DiscreteDiffusionConfig = field(default_factory=DiscreteDiffusionConfig)
+    # Continuous recipes (Transfusion): which continuous image tokens ("pixels": raw patches,
+    # "vae": latents of a KL-VAE trained for vq_train.seconds), their configs, the flow settings.
+    continuous_tokenizer: Literal["pixels", "vae"] = "pixels"
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
+    janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
 
 
 def _tiny() -> RunConfig:
@@ -42,6 +56,7 @@ def _tiny() -> RunConfig:
         model=MODEL_PRESETS["tiny"](max_seq_len=192),
         vq=VQ_PRESETS["tiny"](),
         vq_train=TokenizerTrainConfig(seconds=5.0, batch_size=16),
+        vae=VAEConfig(dim=32, enc_layers=1, dec_layers=1, n_heads=2, head_hidden=16),
         train=TrainConfig(steps=20, batch_size=8, warmup_steps=2, log_every=5, precision="fp32"),
     )
 

@@ -46,6 +46,9 @@ class UnsupportedTask(ValueError):
 
 class UnifiedModel(nn.Module):
     recipe: ClassVar[str]
+    # Which image tokenizer the pipeline prepares: "vq" (trained discrete codes) or
+    # "continuous" (raw pixel patches or VAE latents, per RunConfig.continuous_tokenizer).
+    image_tokenizer_kind: ClassVar[str] = "vq"
 
     @property
     def image_resolution(self) -> int:
@@ -87,7 +90,10 @@ class UnifiedModel(nn.Module):
     def trained_tasks(self) -> set[str] | None:
         """The world tasks this model's training mixture held (None = unknown), so evaluation
         skips benchmarks of tasks it never learned unless asked."""
-        return None
+        parts = getattr(self, "parts", None)
+        if parts is None:
+            return None
+        return {t for t, w in parts.config.train.tasks.items() if w > 0}
 
     def describe(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.parameters())

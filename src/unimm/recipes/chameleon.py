@@ -104,9 +104,6 @@ class ChameleonModel(UnifiedModel):
     def background_ids(self) -> list[int]:
         return [c + self.image_offset for c in self.background_codes()]
 
-    def trained_tasks(self) -> set[str]:
-        return {t for t, w in self.parts.config.train.tasks.items() if w > 0}
-
     def image_grid_index(
         self, tokens: torch.Tensor, seen: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -16,7 +16,9 @@ import unimm
 from unimm.checkpoint import CONFIG_FILE, check_checkpoint_dir, read_json, write_json
 from unimm.config import ConfigError, from_dict, to_dict
 from unimm.presets import RunConfig
+from unimm.tokenizers.pixel_patches import PATCHES_CONFIG, PixelPatches
 from unimm.tokenizers.text import TextTokenizer
+from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
@@ -26,7 +28,9 @@ IMAGE_TOKENIZER_DIR = "image_tokenizer"
 class Parts:
     config: RunConfig
     text: TextTokenizer
-    image: VQTokenizer
+    image: (
+        VQTokenizer | PixelPatches | VAETokenizer
+    )  # discrete codes or continuous tokens, per recipe
 
 
 def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
@@ -56,6 +60,16 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
         raise ValueError(f"{directory} holds a {recipe!r} model, not {expect_recipe!r}")
     directory = Path(directory)
     text = TextTokenizer.load(directory)
-    image = VQTokenizer.from_pretrained(directory / IMAGE_TOKENIZER_DIR)
+    image = load_image_tokenizer(directory / IMAGE_TOKENIZER_DIR)
     image.eval().requires_grad_(False)
     return Parts(cfg, text, image)
+
+
+def load_image_tokenizer(directory: str | Path) -> VQTokenizer | PixelPatches | VAETokenizer:
+    """Whichever image tokenizer `directory` holds, told apart by its config file's name."""
+    directory = Path(directory)
+    if (directory / PATCHES_CONFIG).is_file():
+        return PixelPatches.from_pretrained(directory)
+    if (directory / VAE_CONFIG).is_file():
+        return VAETokenizer.from_pretrained(directory)
+    return VQTokenizer.from_pretrained(directory)

@@ -6,14 +6,20 @@ from pathlib import Path
 
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
+from unimm.recipes.diffusion_head import DiffusionHeadModel
+from unimm.recipes.janusflow import JanusFlowModel
 from unimm.recipes.mmada import MMaDAModel
 from unimm.recipes.parts import Parts, read_run_config
 from unimm.recipes.showo import ShowoModel
+from unimm.recipes.transfusion import TransfusionModel
 
 RECIPES: dict[str, type[UnifiedModel]] = {
     ChameleonModel.recipe: ChameleonModel,
     ShowoModel.recipe: ShowoModel,
     MMaDAModel.recipe: MMaDAModel,
+    TransfusionModel.recipe: TransfusionModel,
+    DiffusionHeadModel.recipe: DiffusionHeadModel,
+    JanusFlowModel.recipe: JanusFlowModel,
 }
 
 
