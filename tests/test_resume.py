@@ -36,15 +36,15 @@ def script(out: Path, resume: bool, *kv: str) -> subprocess.Popen:
 def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
     kv = ("steps=8", "save_every=2")
     victim = script(tmp_path / "killed", False, *kv)
-    deadline = time.time() + 60
+    deadline = time.time() + 240  # a loaded machine starts python + torch slowly
     while not (tmp_path / "killed/state/step-0000004").exists() and victim.poll() is None:
         assert time.time() < deadline
-        time.sleep(0.05)
+        time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert not (tmp_path / "killed/state/step-0000008").exists()  # it really died mid-run
     resumed = script(tmp_path / "killed", True, *kv)
-    assert resumed.wait(60) == 0, resumed.stdout.read().decode()
+    assert resumed.wait(240) == 0, resumed.stdout.read().decode()
     train_model(
         tiny_model(), tiny_train_config(steps=8), stream, tmp_path / "whole", progress=False
     )
