@@ -19,6 +19,7 @@ from torch import Tensor
 from unimm.model.attention import KVCache
 from unimm.model.masks import padding_mask
 from unimm.paradigms.guidance import guide
+from unimm.paradigms.rng import Rng, categorical, check_rows
 
 
 class CausalLM(Protocol):
@@ -111,10 +112,11 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: Rng = None,
 ) -> Tensor:
     """Pick one token per row from logits (B, V): greedy when temperature == 0, otherwise
-    temperature, then top-k, then nucleus (top-p, arXiv 1904.09751) filtering. Returns (B,)."""
+    temperature, then top-k, then nucleus (top-p, arXiv 1904.09751) filtering. Returns (B,).
+    generator: one stream, or `RowGenerators` (one per row, unimm.paradigms.rng)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -129,7 +131,7 @@ def sample_next(
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return categorical(probs, generator)
 
 
 @torch.no_grad()
@@ -146,7 +148,7 @@ def generate(
     cfg_keep_ids: Iterable[int] | None = None,
     allowed_ids: range | Tensor | None = None,
     stop_ids: Iterable[int] = (),
-    generator: torch.Generator | None = None,
+    generator: Rng = None,
     use_cache: bool = True,
     pad_id: int = 0,
 ) -> list[list[int]]:
@@ -165,6 +167,8 @@ def generate(
     stop_ids: a row stops after emitting one of these (the stop id is included in its output).
     Image generation = allowed_ids + max_new_tokens = codes per image + no stop ids.
     pad_id: any valid id; padded slots are masked, so its value does not change the result.
+    generator: one stream for the batch, or `RowGenerators` with one generator per prompt (row i
+    then samples the same tokens whatever its batch mates; guidance rows draw nothing).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt and every prompt must be non-empty")
@@ -184,6 +188,7 @@ def generate(
             f"uncond_prompts must be {len(prompts)} non-empty prompts, one per prompt, "
             f"got {len(uncond_prompts)}"
         )
+    check_rows(len(prompts), generator)
 
     B = len(prompts)
     rows = prompts + (uncond_prompts or [])

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from unimm.paradigms.flow import EulerScheduler, TimestepEmbedding, guided_velocity, sample_ode
+from unimm.paradigms.rng import Rng, group_rows, randn
 
 
 @dataclass(kw_only=True)
@@ -104,12 +105,16 @@ def sample_tokens(
     z_uncond: Tensor | None,
     cfg_scale: float,
     steps: int,
-    generator: torch.Generator | None = None,
+    generator: Rng = None,
 ) -> Tensor:
     """Draw one token per condition row (K, D) by integrating the head's ODE from noise with
-    Euler steps; with z_uncond, velocities are guided: u + s (c - u). Returns (K, d)."""
+    Euler steps; with z_uncond, velocities are guided: u + s (c - u). Returns (K, d).
+    generator: one stream, or `RowGenerators` of B images whose tokens are the K rows in image
+    order (K = B * k): image b's noise then comes from generator b."""
     K = z_cond.shape[0]
-    x0 = torch.randn(K, head.out.out_features, generator=generator).to(z_cond)
+    groups, per_group = group_rows(K, generator)
+    noise = randn((groups, per_group, head.out.out_features), generator)
+    x0 = noise.flatten(0, 1).to(z_cond)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         if z_uncond is None:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unimm.paradigms.rng import Rng, categorical, rand
+
 SCHEDULES = ("cosine", "linear")
 REMASKING = ("low_confidence", "random")
 
@@ -186,12 +188,14 @@ class MaskedDiffusionScheduler:
         i: int,
         *,
         editable: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Rng = None,
     ) -> tuple[Tensor, Tensor]:
         """One step. logits (B, N, K) float; tokens (B, N) long in [0, K) (any value at masked
         slots); masked (B, N) bool; editable (B, N) bool or None: slots this loop is filling
         (semi-autoregressive blocks pass the current block; masked slots outside it stay masked
-        and do not count). Returns new (tokens, masked)."""
+        and do not count). generator: one stream, or `RowGenerators` with one generator per row
+        of B (unimm.paradigms.rng; pass logits after guidance, one row per prompt).
+        Returns new (tokens, masked)."""
         if logits.shape[:2] != tokens.shape or masked.shape != tokens.shape:
             raise ValueError(
                 f"logits {tuple(logits.shape)}, tokens {tuple(tokens.shape)} and masked "
@@ -207,17 +211,15 @@ class MaskedDiffusionScheduler:
         if cfg.temperature == 0:
             candidate = logits.argmax(-1)  # (B, N)
         else:
-            probs = (logits / cfg.temperature).softmax(-1)
-            candidate = torch.multinomial(probs.flatten(0, 1), 1, generator=generator)
-            candidate = candidate.view(tokens.shape)
+            candidate = categorical((logits / cfg.temperature).softmax(-1), generator)  # (B, N)
         logp = logits.log_softmax(-1).gather(-1, candidate[..., None]).squeeze(-1)  # (B, N)
         if cfg.remasking == "random":
-            confidence = torch.rand(logp.shape, generator=generator, dtype=logp.dtype).log()
+            confidence = rand(logp.shape, generator, dtype=logp.dtype).log()
         else:
             confidence = logp
         r = self.timesteps[i]
         if cfg.confidence_noise > 0 and r < 1:
-            u = torch.rand(logp.shape, generator=generator, dtype=logp.dtype).clamp(1e-20, 1.0)
+            u = rand(logp.shape, generator, dtype=logp.dtype).clamp(1e-20, 1.0)
             gumbel = -torch.log(-torch.log(u))
             confidence = confidence + cfg.confidence_noise * (1 - r) * gumbel
         # Slots that are not being filled never compete: known ones rank above everything.

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from unimm.data.sample import Image, Sample, Segment, Text
+from unimm.paradigms.rng import Seed
 
 Modality = Literal["text", "image"]
 
@@ -64,8 +65,13 @@ class UnifiedModel(nn.Module):
         prompts: list[list[Segment]],
         modality: Modality,
         sampling: SamplingConfig | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> list[Segment]:
+        """One text or image segment per prompt. seed: an int seeds one generator for the whole
+        batch; a sequence of len(prompts) ints gives prompt i its own generator, so that its
+        output does not depend on which prompts share the batch (dynamic batching in the
+        server): row i equals generate([prompts[i]], ..., seed=[seed[i]]), which equals
+        seed=seed[i]. A wrong length or a non-int entry raises ValueError."""
         raise NotImplementedError
 
     def save_pretrained(self, directory: str | Path) -> Path:

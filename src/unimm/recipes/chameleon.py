@@ -37,6 +37,7 @@ from unimm.model.attention import KVCache
 from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss
+from unimm.paradigms.rng import Seed, make_rng
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
 from unimm.recipes.parts import Parts, load_parts, save_parts
 from unimm.tokenizers.text import TextTokenizer
@@ -198,10 +199,11 @@ class ChameleonModel(UnifiedModel):
         prompts: list[list[Segment]],
         modality: Modality,
         sampling: SamplingConfig | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
         self.check_prompts(prompts, modality)
+        rng = make_rng(seed, len(prompts))
         ids = [self._prompt_ids(p, modality) for p in prompts]
         context = self.parts.config.model.max_seq_len
         room = context - max(len(x) for x in ids)  # what the longest prompt leaves
@@ -216,7 +218,7 @@ class ChameleonModel(UnifiedModel):
             temperature=sampling.temperature,
             top_k=sampling.top_k,
             top_p=sampling.top_p,
-            generator=torch.Generator().manual_seed(seed),
+            generator=rng,
         )
         if modality == "image":
             # The unconditional row keeps the images of the prompt and drops its text, as in

@@ -34,6 +34,7 @@ from unimm.paradigms.diffusion_head import (
     sample_tokens,
     training_mask,
 )
+from unimm.paradigms.rng import Rng, rand
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.parts import Parts
 from unimm.recipes.transfusion import TransfusionModel
@@ -83,14 +84,14 @@ class DiffusionHeadModel(TransfusionModel):
         }
 
     def _generate_images(
-        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: torch.Generator
+        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: Rng
     ) -> list[Segment]:
         B, N, d = len(prompts), self.image_tokens, self.image_tok.latent_dim
         steps, cfg = self.parts.config.head.mar_steps, self.parts.config.head
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
         x = torch.zeros(B, N, d)
         masked = torch.ones(B, N, dtype=torch.bool)
-        order = torch.rand(B, N, generator=gen).argsort(dim=1)  # reveal order per image
+        order = rand((B, N), gen).argsort(dim=1)  # reveal order per image, from its own row
         revealed = 0
         for k in range(min(steps, N)):
             n_new = N - masked_after_step(k, steps, N) - revealed

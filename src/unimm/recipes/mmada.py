@@ -32,6 +32,7 @@ from unimm.paradigms.masked_diffusion import (
     sample_text_mask,
     text_diffusion_loss,
 )
+from unimm.paradigms.rng import Seed, make_rng
 from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.showo import ShowoModel
@@ -112,8 +113,9 @@ class MMaDAModel(ShowoModel):
         return ok
 
     @torch.no_grad()
-    def sample_text(self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: int):
+    def sample_text(self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: Seed):
         d = self.diffusion
+        g = make_rng(seed, len(prompts))  # an int, or one per prompt
         L, blocks = d.answer_length, d.text_blocks
         rows = [self._prompt_ids(p, "text") for p in prompts]
         B, P = len(rows), max(len(r) for r in rows)
@@ -141,7 +143,6 @@ class MMaDAModel(ShowoModel):
                 confidence_noise=0.0,
             )
         )
-        g = torch.Generator().manual_seed(seed)
         width = L // blocks
         for k in range(blocks):
             editable = torch.zeros((B, L), dtype=torch.bool)
@@ -166,7 +167,7 @@ class MMaDAModel(ShowoModel):
         prompts: list[list[Segment]],
         modality: Modality,
         sampling: SamplingConfig | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
         if modality == "image":

@@ -37,6 +37,7 @@ from unimm.paradigms.masked_diffusion import (
     masked_token_loss,
     sample_image_mask,
 )
+from unimm.paradigms.rng import Seed, make_rng
 from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel, check_prompts
 
@@ -141,14 +142,16 @@ class ShowoModel(ChameleonModel):
         self,
         prompts: list[list[Segment]],
         sampling: SamplingConfig,
-        seed: int,
+        seed: Seed,
         known: Tensor | None = None,
         use_cache: bool = True,
     ) -> Tensor:
         """Fill the image slots that follow each prompt by masked diffusion; returns codes
         (B, h, w). known: (B, h*w) long codes with -1 at the slots to generate (inpainting);
-        None = generate every slot. use_cache=False re-reads the prompt at every step (tests)."""
+        None = generate every slot. use_cache=False re-reads the prompt at every step (tests).
+        seed: an int or one per prompt (unimm.paradigms.rng.make_rng)."""
         B, N = len(prompts), self.image_tokens
+        g = make_rng(seed, B)
         cond = [self._prompt_ids(p, "image") for p in prompts]
         rows = cond
         use_cfg = sampling.cfg_scale != 1.0
@@ -178,7 +181,6 @@ class ShowoModel(ChameleonModel):
             masked = known < 0
             codes = known.clamp(min=0)
         scheduler = self.sampler(sampling)
-        g = torch.Generator().manual_seed(seed)
         first, K = self.image_offset, self.image_tok.codebook_size
         mask = self.attention_mask(tokens, ~valid)  # (R, 1, total, total), fixed over steps
         keep = None
@@ -214,7 +216,7 @@ class ShowoModel(ChameleonModel):
         prompts: list[list[Segment]],
         modality: Modality,
         sampling: SamplingConfig | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
         if modality == "text":

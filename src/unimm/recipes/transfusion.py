@@ -43,6 +43,7 @@ from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import next_token_loss, sample_next
 from unimm.paradigms.flow import FlowMatching, TimestepEmbedding, guided_velocity, make_scheduler
+from unimm.paradigms.rng import Rng, Seed, make_rng, randn
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
 from unimm.recipes.chameleon import check_prompts
 from unimm.recipes.parts import Parts, load_parts, save_parts
@@ -218,21 +219,21 @@ class TransfusionModel(UnifiedModel):
         prompts: list[list[Segment]],
         modality: Modality,
         sampling: SamplingConfig | None = None,
-        seed: int = 0,
+        seed: Seed = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
         check_prompts(prompts, self.image_resolution)
-        gen = torch.Generator().manual_seed(seed)
+        gen = make_rng(seed, len(prompts))
         if modality == "image":
             return self._generate_images(prompts, sampling, gen)
         return self._generate_text(prompts, sampling, gen)
 
     def _generate_images(
-        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: torch.Generator
+        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: Rng
     ) -> list[Segment]:
         B = len(prompts)
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
-        x = torch.randn(B, self.image_tokens, self.image_tok.latent_dim, generator=gen)
+        x = randn((B, self.image_tokens, self.image_tok.latent_dim), gen)
         flow = self.parts.config.flow
         sched = make_scheduler(replace(flow, num_steps=sampling.steps or flow.num_steps))
         for t in sched.timesteps:
@@ -275,7 +276,7 @@ class TransfusionModel(UnifiedModel):
         return hidden
 
     def _generate_text(
-        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: torch.Generator
+        self, prompts: list[list[Segment]], sampling: SamplingConfig, gen: Rng
     ) -> list[Segment]:
         hidden, cache, valid, positions = self._prefill(prompts, self.text_tok.assistant_id)
         B, P = valid.shape
