@@ -190,11 +190,67 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/ routes")
+    _serve_limit_args(v)
 
     k = sub.add_parser("config", help="print a preset's full configuration as JSON")
     k.add_argument("--preset", default="small")
     k.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     return p
+
+
+def _serve_limit_args(p: argparse.ArgumentParser) -> None:
+    from unimm.serve.config import ServeConfig
+
+    d = ServeConfig()
+    g = p.add_argument_group("limits and batching (docs/SERVING.md)")
+    g.add_argument(
+        "--allow-image-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="allow image_url to name files under DIR (repeatable; default: none)",
+    )
+    g.add_argument(
+        "--max-batch", type=_positive_int, default=d.max_batch, help="rows per model call"
+    )
+    g.add_argument(
+        "--batch-window",
+        type=float,
+        default=d.batch_window_s,
+        metavar="SECONDS",
+        help="how long the first request of a batch waits for others",
+    )
+    g.add_argument(
+        "--max-queue", type=_positive_int, default=d.max_queue, help="waiting requests before 429"
+    )
+    g.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=d.queue_timeout_s,
+        metavar="SECONDS",
+        help="a request not started after this long gets 503",
+    )
+    g.add_argument("--max-n", type=_positive_int, default=d.max_n, help="images per request")
+    g.add_argument("--max-prompt-chars", type=_positive_int, default=d.max_prompt_chars)
+    g.add_argument("--max-image-bytes", type=_positive_int, default=d.max_image_bytes)
+    g.add_argument("--max-tokens", type=_positive_int, default=d.max_tokens)
+
+
+def _serve_config(args: argparse.Namespace):
+    from unimm.serve.config import ServeConfig
+
+    return ServeConfig(
+        api_key=args.api_key,
+        image_dirs=tuple(args.allow_image_dir),
+        max_batch=args.max_batch,
+        batch_window_s=args.batch_window,
+        max_queue=args.max_queue,
+        queue_timeout_s=args.queue_timeout,
+        max_n=args.max_n,
+        max_prompt_chars=args.max_prompt_chars,
+        max_image_bytes=args.max_image_bytes,
+        max_tokens=args.max_tokens,
+    )
 
 
 def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_default=1.0) -> None:
@@ -364,8 +420,9 @@ def _run(args: argparse.Namespace) -> None:
 
         from unimm.serve.app import create_app
 
+        config = _serve_config(args)  # bad limits fail before the model loads
         model, _ = pipeline.load_checkpoint(args.checkpoint)
-        uvicorn.run(create_app(model, api_key=args.api_key), host=args.host, port=args.port)
+        uvicorn.run(create_app(model, config=config), host=args.host, port=args.port)
     elif args.command == "config":
         from unimm.config import to_dict
         from unimm.presets import get_run_config

@@ -1,140 +1,128 @@
-"""FastAPI app: chat completions, image generation, models, health and metrics.
+"""FastAPI app: OpenAI-compatible chat completions, image generation and edits, models, health
+and Prometheus metrics, over one dynamically batched model (unimm.serve.batcher).
 
-Requests run one at a time under a lock (no dynamic batching yet); every malformed
-request gets an OpenAI-style error body with a 4xx status.
+Every malformed request gets an OpenAI-style error body with a 4xx status; overload gets 429
+(queue full) or 503 (waited too long) with Retry-After. docs/SERVING.md is the user's guide.
 """
 
-from __future__ import annotations
-
-import base64
-import io
+import asyncio
+import contextlib
 import json
-import threading
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from PIL import Image as PILImage
-from pydantic import BaseModel, Field
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from unimm.data.sample import Image, Text
-from unimm.recipes.base import SamplingConfig, UnifiedModel
-
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
-MAX_PROMPT_CHARS = 2000
-MAX_N = 8
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[dict[str, Any]]
-
-
-MAX_SEED = 2**31 - 1  # seeds feed torch.Generator.manual_seed (plus a batch offset)
-
-
-class ChatRequest(BaseModel):
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(default=48, ge=1, le=256)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-
-
-class ImageRequest(BaseModel):
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    model: str | None = None
-    n: int = Field(default=1, ge=1, le=MAX_N)
-    size: str | None = None
-    response_format: Literal["b64_json"] = "b64_json"
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-    guidance: float = Field(default=SamplingConfig().cfg_scale, ge=1.0, le=20.0)
-
-
-def decode_data_uri(url: str) -> np.ndarray:
-    if not url.startswith("data:image/") or ";base64," not in url:
-        raise APIError(400, "image_url must be a data:image/...;base64, URI", "image_url")
-    raw_b64 = url.split(";base64,", 1)[1]
-    if len(raw_b64) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise APIError(413, f"image larger than {MAX_IMAGE_BYTES} bytes", "image_url")
-    try:
-        raw = base64.b64decode(raw_b64, validate=True)
-    except ValueError as e:
-        raise APIError(400, f"invalid base64 in image_url: {e}", "image_url") from e
-    try:
-        with PILImage.open(io.BytesIO(raw)) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Exception as e:  # PIL raises many types for non-image bytes
-        raise APIError(400, "image_url bytes are not a readable image", "image_url") from e
-
-
-def encode_png(pixels: np.ndarray) -> str:
-    buf = io.BytesIO()
-    PILImage.fromarray(pixels).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+from unimm.conversation import Turn, conversation_prompt
+from unimm.data.sample import Image, Segment, Text
+from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
+from unimm.serve.batcher import DynamicBatcher, QueueFull
+from unimm.serve.config import ServeConfig
+from unimm.serve.errors import APIError, error_response
+from unimm.serve.images import encode_png, png_data_uri, read_image_bytes, read_image_url, resize
+from unimm.serve.metrics import ServerMetrics
+from unimm.serve.schemas import MAX_SEED, request_models
 
 
 def create_app(
-    model: UnifiedModel, model_name: str = "unimm", api_key: str | None = None
+    model: UnifiedModel,
+    model_name: str | None = None,
+    api_key: str | None = None,
+    config: ServeConfig | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="unimm", version="0.1.0")
-    lock = threading.Lock()
-    counters = {"requests": 0, "errors": 0, "images": 0, "latency_sum": 0.0}
+    cfg = config or ServeConfig()
+    model_name = model_name or cfg.model_name
+    api_key = api_key if api_key is not None else cfg.api_key
+    ChatRequest, ImageRequest = request_models(cfg)
+    metrics = ServerMetrics()
+    batcher = DynamicBatcher(
+        model, cfg.max_batch, cfg.batch_window_s, cfg.max_queue, on_batch=metrics.on_batch
+    )
+    text_tok = getattr(model, "text_tok", None)
 
-    def resize(pixels: np.ndarray) -> np.ndarray:
-        r = model.image_resolution
-        return np.asarray(PILImage.fromarray(pixels).resize((r, r)), dtype=np.uint8)
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="unimm", version="0.1.0", lifespan=lifespan)
+    app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, cfg
+
+    def count_tokens(text: str) -> int:
+        return len(text_tok.encode(text)) if text_tok is not None else len(text.split())
 
     def check_model(name: str | None) -> None:
         if name is not None and name != model_name:
             raise APIError(404, f"unknown model {name!r}; this server has {model_name!r}", "model")
 
+    async def run(
+        prompts: list[list[Segment]], modality: Modality, sampling: SamplingConfig, seeds: list
+    ) -> list[Segment]:
+        """Queue the rows on the batcher and wait for them, with back-pressure."""
+        try:
+            future = batcher.submit(prompts, modality, sampling, seeds)
+        except QueueFull as e:
+            metrics.rejected.labels("queue_full").inc()
+            raise APIError(429, f"server busy: {e}; retry later", None, cfg.retry_after_s) from e
+        metrics.queue_depth.set(batcher.depth)
+        waiting = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), cfg.queue_timeout_s)
+        except TimeoutError:
+            if future.cancel():  # only succeeds while the job still waits in the queue
+                metrics.rejected.labels("queue_timeout").inc()
+                raise APIError(
+                    503,
+                    f"no model time within {cfg.queue_timeout_s:g} s; retry later",
+                    None,
+                    cfg.retry_after_s,
+                ) from None
+            return await waiting  # already on the model: let it finish
+        except ValueError as e:  # the recipe refused the prompt (too long, unsupported task...)
+            raise APIError(400, str(e), "messages" if modality == "text" else "prompt") from e
+        finally:
+            metrics.queue_depth.set(batcher.depth)
+
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):
-        counters["errors"] += 1
-        body = {"error": {"message": e.message, "type": "invalid_request_error", "param": e.param}}
-        return JSONResponse(body, status_code=e.status)
+        return error_response(e)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError):
-        counters["errors"] += 1
         msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        body = {"error": {"message": msg, "type": "invalid_request_error", "param": None}}
-        return JSONResponse(body, status_code=400)
+        return error_response(APIError(400, msg))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception):
+        return error_response(APIError(500, f"internal error: {type(e).__name__}: {e}"))
 
     @app.middleware("http")
-    async def _count(request: Request, call_next):
+    async def _auth_and_count(request: Request, call_next):
         t0 = time.perf_counter()
         if api_key is not None and request.url.path.startswith("/v1/"):
             if request.headers.get("authorization") != f"Bearer {api_key}":
-                counters["errors"] += 1
-                body = {
-                    "error": {
-                        "message": "missing or wrong API key (Authorization: Bearer KEY)",
-                        "type": "invalid_request_error",
-                        "param": None,
-                    }
-                }
-                return JSONResponse(body, status_code=401)
-        response = await call_next(request)
-        counters["requests"] += 1
-        counters["latency_sum"] += time.perf_counter() - t0
+                response = error_response(
+                    APIError(401, "missing or wrong API key (Authorization: Bearer KEY)")
+                )
+            else:
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "other")  # the route template, never a raw URL
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        if response.status_code >= 400:
+            metrics.errors.inc()
         return response
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok"}
+        return {"status": "ok", "model": model_name, "queue_depth": batcher.depth}
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -143,60 +131,81 @@ def create_app(
             "data": [{"id": model_name, "object": "model", "owned_by": "unimm"}],
         }
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> str:
-        return "".join(
-            f"unimm_{k}_total {v}\n" if k != "latency_sum" else f"unimm_latency_seconds_sum {v}\n"
-            for k, v in counters.items()
-        )
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        metrics.queue_depth.set(batcher.depth)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    def chat_prompt(req: Any) -> list[Segment]:
+        """Messages -> one prompt. System messages are dropped (the recipes have no system
+        role); user and assistant turns keep their text and images in order."""
+        turns: list[Turn] = []
+        n_images = 0
+        for k, m in enumerate(req.messages):
+            if m.role == "system":
+                continue
+            parts = [m.content] if isinstance(m.content, str) else m.content
+            content: list = []
+            for p in parts:
+                text = p if isinstance(p, str) else getattr(p, "text", None)
+                if text is not None:
+                    if len(text) > cfg.max_prompt_chars:
+                        raise APIError(
+                            413, f"messages[{k}]: text longer than {cfg.max_prompt_chars} chars"
+                        )
+                    content.append(text)
+                else:
+                    n_images += 1
+                    if n_images > cfg.max_images_per_request:
+                        raise APIError(
+                            413, f"more than {cfg.max_images_per_request} images", "messages"
+                        )
+                    pixels = read_image_url(p.image_url.url, cfg)
+                    content.append(Image(resize(pixels, model.image_resolution)))
+            turns.append(Turn(m.role, content))
+        try:
+            return conversation_prompt(turns)
+        except ValueError as e:
+            raise APIError(400, str(e), "messages") from e
 
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest):
+    async def chat(req: ChatRequest):
         check_model(req.model)
-        segments: list = []
-        for m in req.messages:
-            parts = (
-                [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
+        prompt = await run_in_threadpool(chat_prompt, req)
+        modality: Modality = "image" if "image" in req.modalities else "text"
+        if modality == "image":
+            sampling = SamplingConfig(cfg_scale=req.guidance)
+        else:
+            sampling = SamplingConfig(
+                temperature=req.temperature, top_p=req.top_p, max_new_tokens=req.max_tokens
             )
-            for p in parts:
-                if p.get("type") == "text" and isinstance(p.get("text"), str):
-                    if len(p["text"]) > MAX_PROMPT_CHARS:
-                        raise APIError(
-                            413, f"text longer than {MAX_PROMPT_CHARS} chars", "messages"
-                        )
-                    if m.role == "user":
-                        segments.append(Text(p["text"]))
-                elif p.get("type") == "image_url" and isinstance(p.get("image_url"), dict):
-                    url = p["image_url"].get("url")
-                    if not isinstance(url, str):
-                        raise APIError(400, "image_url.url must be a string", "messages")
-                    segments.append(Image(resize(decode_data_uri(url))))
-                else:
-                    raise APIError(400, f"unsupported content part {p.get('type')!r}", "messages")
-        if not segments:
-            raise APIError(400, "no user content in messages", "messages")
-        sampling = SamplingConfig(temperature=req.temperature, max_new_tokens=req.max_tokens)
-        with lock:
-            out = model.generate([segments], "text", sampling, seed=req.seed)[0]
-        text = out.text
-        cid = f"chatcmpl-{uuid.uuid4().hex}"
-        prompt_tokens = sum(len(s.text.split()) for s in segments if isinstance(s, Text))
+        out = (await run([prompt], modality, sampling, [req.seed]))[0]
+        message: dict[str, Any] = {"role": "assistant", "content": ""}
+        if isinstance(out, Image):
+            metrics.images.inc()
+            url = await run_in_threadpool(png_data_uri, out.pixels)
+            message["images"] = [{"type": "image_url", "image_url": {"url": url}}]
+        else:
+            message["content"] = out.text
+        prompt_tokens = sum(count_tokens(s.text) for s in prompt if isinstance(s, Text))
+        completion_tokens = count_tokens(message["content"])
         usage = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(text.split()),
-            "total_tokens": prompt_tokens + len(text.split()),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
-
+            # The samplers produce a whole reply per batch, so the stream carries it as one
+            # delta; clients that read deltas work unchanged.
             def events():
                 base = {
                     "id": cid,
                     "object": "chat.completion.chunk",
-                    "created": int(time.time()),
+                    "created": created,
                     "model": model_name,
                 }
-                deltas = [({"role": "assistant", "content": text}, None), ({}, "stop")]
-                for delta, finish in deltas:
+                for delta, finish in [(message, None), ({}, "stop")]:
                     choice = {"index": 0, "delta": delta, "finish_reason": finish}
                     yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
                 yield "data: [DONE]\n\n"
@@ -205,49 +214,41 @@ def create_app(
         return {
             "id": cid,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": created,
             "model": model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             "usage": usage,
         }
 
+    async def image_reply(prompts: list[list[Segment]], sampling: SamplingConfig, seed: int):
+        # Image i of a request with seed s is drawn from seed s + i, whoever shares the batch.
+        seeds = [seed + i for i in range(len(prompts))]
+        out = await run(prompts, "image", sampling, seeds)
+        metrics.images.inc(len(out))
+        data = [{"b64_json": await run_in_threadpool(encode_png, s.pixels)} for s in out]
+        return {"created": int(time.time()), "data": data}
+
     @app.post("/v1/images/generations")
-    def generations(req: ImageRequest):
+    async def generations(req: ImageRequest):
         check_model(req.model)
         r = model.image_resolution
         if req.size is not None and req.size != f"{r}x{r}":
             raise APIError(400, f"size must be {r}x{r} for this model", "size")
-        sampling = SamplingConfig(cfg_scale=req.guidance)
-        with lock:
-            imgs = model.generate_images([req.prompt], req.n, seed=req.seed, sampling=sampling)[0]
-        counters["images"] += len(imgs)
-        return {"created": int(time.time()), "data": [{"b64_json": encode_png(p)} for p in imgs]}
+        sampling = SamplingConfig(cfg_scale=req.guidance, steps=req.steps)
+        return await image_reply([[Text(req.prompt)]] * req.n, sampling, req.seed)
 
     @app.post("/v1/images/edits")
     async def edits(
         image: Annotated[UploadFile, File()],
-        prompt: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT_CHARS)],
+        prompt: Annotated[str, Form(min_length=1, max_length=cfg.max_prompt_chars)],
+        n: Annotated[int, Form(ge=1, le=cfg.max_n)] = 1,
         seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
+        model_field: Annotated[str | None, Form(alias="model")] = None,
     ):
-        raw = await image.read()
-        if len(raw) > MAX_IMAGE_BYTES:
-            raise APIError(413, f"image larger than {MAX_IMAGE_BYTES} bytes", "image")
-        try:
-            with PILImage.open(io.BytesIO(raw)) as im:
-                pixels = resize(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        except Exception as e:  # PIL raises many types for non-image bytes
-            raise APIError(400, "image bytes are not a readable image", "image") from e
-        # The chameleon recipe has no trained edit task: the prompt [Image, Text] is
-        # accepted by generate(), but the output is not an edit of the input yet.
-        with lock:
-            out = model.generate([[Image(pixels), Text(prompt)]], "image", SamplingConfig(), seed)
-        counters["images"] += 1
-        return {"created": int(time.time()), "data": [{"b64_json": encode_png(out[0].pixels)}]}
+        check_model(model_field)
+        raw = await image.read(cfg.max_image_bytes + 1)
+        pixels = await run_in_threadpool(read_image_bytes, raw, "image", cfg)
+        source = Image(resize(pixels, model.image_resolution))
+        return await image_reply([[source, Text(prompt)]] * n, SamplingConfig(), seed)
 
     return app
