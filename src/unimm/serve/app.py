@@ -16,6 +16,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unimm.conversation import Turn, conversation_prompt
 from unimm.data.sample import Image, Segment, Text
@@ -95,6 +96,12 @@ def create_app(
     async def _validation(_: Request, e: RequestValidationError):
         msg = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         return error_response(APIError(400, msg))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException):
+        # Starlette's own refusals (malformed multipart, wrong method, unknown route) in the
+        # same schema as ours.
+        return error_response(APIError(e.status_code, str(e.detail)))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception):
