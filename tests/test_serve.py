@@ -166,6 +166,11 @@ def test_official_openai_client(client):
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == (
             reply.choices[0].message.content
         )
+        drawn = oc.chat.completions.create(
+            model="unimm", messages=msgs, extra_body={"modalities": ["image"]}
+        )
+        url = drawn.choices[0].message.model_extra["images"][0]["image_url"]["url"]
+        assert url.startswith("data:image/png;base64,")
         img = oc.images.generate(prompt="a blue square", n=1, response_format="b64_json")
         assert PILImage.open(io.BytesIO(base64.b64decode(img.data[0].b64_json))).size == (
             model.image_resolution,
