@@ -198,6 +198,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# unimm serve's limit flags: (flag, ServeConfig field, type, help). One table drives both the
+# parser and the config, so a new limit is one line.
+_SERVE_FLAGS = [
+    ("--max-batch", "max_batch", "int", "rows per model call"),
+    ("--batch-window", "batch_window_s", float, "seconds the first request of a batch waits"),
+    ("--max-queue", "max_queue", "int", "waiting requests before 429"),
+    ("--queue-timeout", "queue_timeout_s", float, "seconds unstarted before 503"),
+    ("--max-n", "max_n", "int", "images per request"),
+    ("--max-prompt-chars", "max_prompt_chars", "int", None),
+    ("--max-image-bytes", "max_image_bytes", "int", None),
+    ("--max-tokens", "max_tokens", "int", None),
+]
+
+
 def _serve_limit_args(p: argparse.ArgumentParser) -> None:
     from unimm.serve.config import ServeConfig
 
@@ -210,47 +224,16 @@ def _serve_limit_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="allow image_url to name files under DIR (repeatable; default: none)",
     )
-    g.add_argument(
-        "--max-batch", type=_positive_int, default=d.max_batch, help="rows per model call"
-    )
-    g.add_argument(
-        "--batch-window",
-        type=float,
-        default=d.batch_window_s,
-        metavar="SECONDS",
-        help="how long the first request of a batch waits for others",
-    )
-    g.add_argument(
-        "--max-queue", type=_positive_int, default=d.max_queue, help="waiting requests before 429"
-    )
-    g.add_argument(
-        "--queue-timeout",
-        type=float,
-        default=d.queue_timeout_s,
-        metavar="SECONDS",
-        help="a request not started after this long gets 503",
-    )
-    g.add_argument("--max-n", type=_positive_int, default=d.max_n, help="images per request")
-    g.add_argument("--max-prompt-chars", type=_positive_int, default=d.max_prompt_chars)
-    g.add_argument("--max-image-bytes", type=_positive_int, default=d.max_image_bytes)
-    g.add_argument("--max-tokens", type=_positive_int, default=d.max_tokens)
+    for flag, field, kind, help_text in _SERVE_FLAGS:
+        kind = _positive_int if kind == "int" else kind
+        g.add_argument(flag, dest=field, type=kind, default=getattr(d, field), help=help_text)
 
 
 def _serve_config(args: argparse.Namespace):
     from unimm.serve.config import ServeConfig
 
-    return ServeConfig(
-        api_key=args.api_key,
-        image_dirs=tuple(args.allow_image_dir),
-        max_batch=args.max_batch,
-        batch_window_s=args.batch_window,
-        max_queue=args.max_queue,
-        queue_timeout_s=args.queue_timeout,
-        max_n=args.max_n,
-        max_prompt_chars=args.max_prompt_chars,
-        max_image_bytes=args.max_image_bytes,
-        max_tokens=args.max_tokens,
-    )
+    limits = {field: getattr(args, field) for _, field, _, _ in _SERVE_FLAGS}
+    return ServeConfig(api_key=args.api_key, image_dirs=tuple(args.allow_image_dir), **limits)
 
 
 def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_default=1.0) -> None:
