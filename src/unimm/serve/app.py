@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from unimm.data.sample import Image, Text
 from unimm.recipes.base import SamplingConfig, UnifiedModel
+from unimm.serve.web import web_router
 
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_PROMPT_CHARS = 2000
@@ -89,6 +90,7 @@ def create_app(
     model: UnifiedModel, model_name: str = "unimm", api_key: str | None = None
 ) -> FastAPI:
     app = FastAPI(title="unimm", version="0.1.0")
+    app.include_router(web_router)
     lock = threading.Lock()
     counters = {"requests": 0, "errors": 0, "images": 0, "latency_sum": 0.0}
 
