@@ -27,6 +27,7 @@ from unimm.serve.errors import APIError, error_response
 from unimm.serve.images import encode_png, png_data_uri, read_image_bytes, read_image_url, resize
 from unimm.serve.metrics import ServerMetrics
 from unimm.serve.schemas import MAX_SEED, request_models
+from unimm.serve.web import web_router
 
 
 def create_app(
@@ -52,6 +53,7 @@ def create_app(
 
     app = FastAPI(title="unimm", version="0.1.0", lifespan=lifespan)
     app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, cfg
+    app.include_router(web_router)
 
     def count_tokens(text: str) -> int:
         return len(text_tok.encode(text)) if text_tok is not None else len(text.split())
