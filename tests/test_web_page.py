@@ -191,9 +191,12 @@ def test_web_page_in_headless_chromium(server_url, model, tmp_path):
             assert third.value.post_data_json["modalities"] == ["image"]
             reply_img = page.get_attribute(".bubble.assistant:last-child img", "src")
             assert reply_img.startswith("data:image/png;base64,")
-            assert page.evaluate(
-                "document.querySelector('.bubble.assistant:last-child img').naturalWidth"
-            ) == side
+            assert (
+                page.evaluate(
+                    "document.querySelector('.bubble.assistant:last-child img').naturalWidth"
+                )
+                == side
+            )
             page.uncheck("#chat-draw")
             page.screenshot(path=str(shots / "chat.png"), full_page=True)
 
