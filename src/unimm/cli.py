@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         "--image-tokenizer", help="reuse a trained image tokenizer directory instead of training"
     )
     t.add_argument(
+        "--semantic-encoder",
+        help="reuse a trained semantic encoder directory (recipes that use one, e.g. janus)",
+    )
+    t.add_argument(
         "--resume",
         action="store_true",
         help="continue from the newest good training-state checkpoint in OUT/state",
@@ -294,7 +298,12 @@ def _run(args: argparse.Namespace) -> None:
         pipeline.quickstart(args.out, args.preset, args.overrides)
     elif args.command == "train":
         pipeline.train_run(
-            args.out, args.preset, args.overrides, args.image_tokenizer, resume=args.resume
+            args.out,
+            args.preset,
+            args.overrides,
+            args.image_tokenizer,
+            resume=args.resume,
+            semantic_encoder=args.semantic_encoder,
         )
     elif args.command == "eval":
         from unimm.recipes.base import SamplingConfig

@@ -26,12 +26,14 @@ from unimm.data.images import to_tensor
 from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
-from unimm.recipes.parts import Parts, load_image_tokenizer
+from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer
 from unimm.recipes.registry import build_model, load_model, recipe_class
 from unimm.tokenizers.pixel_patches import PixelPatches
+from unimm.tokenizers.semantic import SemanticEncoder
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
+from unimm.train.semantic_trainer import train_semantic
 from unimm.train.tokenizer_trainer import train_vq
 from unimm.train.trainer import train_model
 from unimm.train.vae_trainer import train_vae
@@ -58,13 +60,16 @@ def train_run(
     progress: bool = True,
     on_saved: Callable[[int], None] | None = None,
     resume: bool = False,
+    semantic_encoder: str | Path | None = None,
 ) -> UnifiedModel:
     """Train the text tokenizer, the image tokenizer (unless one is given) and the unified model
     into run directory `out`; on_saved(step) runs after each checkpoint save.
 
     resume=True reuses the run's image tokenizer and continues from its newest good
     training-state checkpoint (OUT/state). Under torchrun rank 0 trains the image tokenizer
-    and the others load it, so every rank holds the same one.
+    and the others load it, so every rank holds the same one. Recipes that read images through
+    a semantic encoder (janus) get one the same way: `semantic_encoder` reuses a trained one,
+    otherwise it trains for semantic_train.seconds into OUT/semantic_encoder.
     """
     from unimm.train.distributed import barrier, init_from_env
 
@@ -97,10 +102,37 @@ def train_run(
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
 
+    semantic = None
+    if recipe_class(cfg.recipe).uses_semantic_encoder:
+        t0 = time.perf_counter()
+        sem_dir = out / SEMANTIC_DIR
+        if semantic_encoder is None and resume and sem_dir.is_dir():
+            semantic_encoder = sem_dir
+        if semantic_encoder is None and not d.is_main:
+            barrier(d)
+            semantic_encoder = sem_dir
+        elif semantic_encoder is None:
+            _log(f"training the semantic encoder for {cfg.semantic_train.seconds:.0f} s")
+            st = cfg.semantic_train
+            train_semantic(
+                cfg.semantic,
+                sem_dir,
+                seconds=st.seconds,
+                batch_size=st.batch_size,
+                lr=st.lr,
+                seed=cfg.train.seed,
+                progress=progress,
+            )
+            barrier(d)
+            semantic_encoder = sem_dir
+        semantic = SemanticEncoder.from_pretrained(semantic_encoder).requires_grad_(False)
+        cfg = replace(cfg, semantic=semantic.config)
+        timings["semantic_encoder_s"] = time.perf_counter() - t0
+
     # The backbone's vocabulary is the text vocabulary followed by any image codebook.
     model_cfg = replace(cfg.model, vocab_size=text.vocab_size + n_image_ids)
     cfg = replace(cfg, model=model_cfg)
-    model = build_model(Parts(cfg, text, image))
+    model = build_model(Parts(cfg, text, image, semantic))
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"training {cfg.recipe} ({n_params / 1e6:.1f}M parameters) for {cfg.train.steps} steps")
 

@@ -15,8 +15,10 @@ from unimm.model.config import MODEL_PRESETS, ModelConfig
 from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
+from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
+from unimm.tokenizers.semantic import SemanticConfig
 from unimm.tokenizers.vae import VAEConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
 from unimm.train.config import TrainConfig
@@ -29,6 +31,15 @@ class TokenizerTrainConfig:
     seconds: float = 180.0
     batch_size: int = 16  # docs/LOG.md: more steps beat bigger batches at this budget
     lr: float = 2e-3
+
+
+@dataclass(kw_only=True)
+class SemanticTrainConfig:
+    """How long the semantic encoder trains (recipes that read images through one, e.g. janus)."""
+
+    seconds: float = 120.0
+    batch_size: int = 64  # contrastive losses want many negatives per positive
+    lr: float = 1e-3
 
 
 @dataclass(kw_only=True)
@@ -48,6 +59,10 @@ class RunConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
     janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
+    janus: JanusConfig = field(default_factory=JanusConfig)
+    # The contrastively trained image encoder of the decoupled recipes (SigLIP's role).
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    semantic_train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)
 
 
 def _tiny() -> RunConfig:
@@ -57,6 +72,10 @@ def _tiny() -> RunConfig:
         vq=VQ_PRESETS["tiny"](),
         vq_train=TokenizerTrainConfig(seconds=5.0, batch_size=16),
         vae=VAEConfig(dim=32, enc_layers=1, dec_layers=1, n_heads=2, head_hidden=16),
+        semantic=SemanticConfig(
+            dim=32, layers=1, n_heads=2, text_dim=32, text_layers=1, embed_dim=32
+        ),
+        semantic_train=SemanticTrainConfig(seconds=5.0, batch_size=16),
         train=TrainConfig(steps=20, batch_size=8, warmup_steps=2, log_every=5, precision="fp32"),
     )
 

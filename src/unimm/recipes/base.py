@@ -50,6 +50,9 @@ class UnifiedModel(nn.Module):
     # Which image tokenizer the pipeline prepares: "vq" (trained discrete codes) or
     # "continuous" (raw pixel patches or VAE latents, per RunConfig.continuous_tokenizer).
     image_tokenizer_kind: ClassVar[str] = "vq"
+    # True: the pipeline also prepares a semantic encoder (unimm.tokenizers.semantic) in
+    # Parts.semantic, which the recipe reads images for understanding with.
+    uses_semantic_encoder: ClassVar[bool] = False
 
     @property
     def image_resolution(self) -> int:

@@ -50,13 +50,17 @@ class ChameleonModel(UnifiedModel):
     def __init__(self, parts: Parts):
         super().__init__()
         self.parts = parts  # a plain container: tokenizers and config are not trained here
-        self.backbone = Transformer(parts.config.model)
+        self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
         h, w = parts.image.grid
         dim = parts.config.model.dim
         self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
         self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+
+    @classmethod
+    def backbone_config(cls, parts: Parts) -> ModelConfig:
+        return parts.config.model  # vocabulary: text ids, then image codes
 
     # The three members below make this model a `CausalLM` for the AR sampler.
 
@@ -90,9 +94,13 @@ class ChameleonModel(UnifiedModel):
         index = index.clamp(min=0)
         w = self.image_col.shape[0]
         pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
-        x = self.backbone.tok_embeddings(tokens)
+        x = self.token_embeddings(tokens)
         x = x + pos2d * is_image[..., None].to(x.dtype)
         return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D): one table for text and image codes (early fusion)."""
+        return self.backbone.tok_embeddings(tokens)
 
     def background_codes(self) -> list[int]:
         """Codes (0-based) that a blank white image encodes to: what guidance leaves alone."""
@@ -144,9 +152,13 @@ class ChameleonModel(UnifiedModel):
         codes = self.image_tok.encode(to_tensor(images))  # (N, h, w)
         return (codes.flatten(1) + self.image_offset).tolist()
 
-    def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
+    def image_ids(self, samples: list[Sample]) -> list[list[int]]:
+        """The ids filling each image's slots, images in order across the batch: its codes."""
         images = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-        codes = self.encode_images(images)
+        return self.encode_images(images)
+
+    def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
+        codes = self.image_ids(samples)
         seqs, k = [], 0
         p_drop = self.parts.config.train.cfg_dropout
         for sample in samples:
@@ -160,8 +172,8 @@ class ChameleonModel(UnifiedModel):
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
         batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
-        logits = self(batch.ids[:, :-1])  # (B, T-1, V)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
+        logits = self.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
         loss = next_token_loss(logits, targets, mask)
         with torch.no_grad():
             is_image = batch.modality[:, 1:] == 1
@@ -174,15 +186,23 @@ class ChameleonModel(UnifiedModel):
             out["loss_tokens"] = mask.sum().float()
         return out
 
+    def train_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits; one softmax over text and codes (Chameleon's shared head)."""
+        return self(inputs)
+
     # ----- inference ------------------------------------------------------------------------
 
     def _prompt_ids(self, segments: list[Segment], modality: Modality) -> list[int]:
         """Lay the prompt out as in training and open the segment to produce."""
         images = [s.pixels for s in segments if isinstance(s, Image)]
         sample = Sample(list(segments), targets=(), task="prompt")
-        ids = build_sequence(sample, self.text_tok, self.encode_images(images)).ids
+        ids = build_sequence(sample, self.text_tok, self.prompt_image_ids(images)).ids
         opener = self.text_tok.boi_id if modality == "image" else self.text_tok.assistant_id
         return ids + [opener]
+
+    def prompt_image_ids(self, images: list[np.ndarray]) -> list[list[int]]:
+        """The ids filling the slots of a prompt's images: their codes."""
+        return self.encode_images(images)
 
     def max_prompt_images(self, modality: Modality) -> int:
         """How many images a prompt may hold: each takes h*w codes + 2 markers, and an image

@@ -5,11 +5,12 @@ Layout of a checkpoint directory:
     model.safetensors    the recipe's trained weights
     tokenizer.json       the text tokenizer
     image_tokenizer/     the image tokenizer's own config + weights
+    semantic_encoder/    recipes with decoupled understanding only (unimm.tokenizers.semantic)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import unimm
@@ -17,11 +18,13 @@ from unimm.checkpoint import CONFIG_FILE, check_checkpoint_dir, read_json, write
 from unimm.config import ConfigError, from_dict, to_dict
 from unimm.presets import RunConfig
 from unimm.tokenizers.pixel_patches import PATCHES_CONFIG, PixelPatches
+from unimm.tokenizers.semantic import SemanticEncoder
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
+SEMANTIC_DIR = "semantic_encoder"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Parts:
     image: (
         VQTokenizer | PixelPatches | VAETokenizer
     )  # discrete codes or continuous tokens, per recipe
+    semantic: SemanticEncoder | None = field(default=None)  # frozen, when the recipe uses one
 
 
 def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
@@ -40,6 +44,8 @@ def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
     )
     parts.text.save(directory)
     parts.image.save_pretrained(directory / IMAGE_TOKENIZER_DIR)
+    if parts.semantic is not None:
+        parts.semantic.save_pretrained(directory / SEMANTIC_DIR)
 
 
 def read_run_config(directory: str | Path) -> tuple[str, RunConfig]:
@@ -62,7 +68,11 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
     text = TextTokenizer.load(directory)
     image = load_image_tokenizer(directory / IMAGE_TOKENIZER_DIR)
     image.eval().requires_grad_(False)
-    return Parts(cfg, text, image)
+    semantic = None
+    if (directory / SEMANTIC_DIR).is_dir():
+        semantic = SemanticEncoder.from_pretrained(directory / SEMANTIC_DIR)
+        semantic.eval().requires_grad_(False)
+    return Parts(cfg, text, image, semantic)
 
 
 def load_image_tokenizer(directory: str | Path) -> VQTokenizer | PixelPatches | VAETokenizer:

@@ -7,6 +7,7 @@ from pathlib import Path
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.diffusion_head import DiffusionHeadModel
+from unimm.recipes.janus import JanusModel
 from unimm.recipes.janusflow import JanusFlowModel
 from unimm.recipes.mmada import MMaDAModel
 from unimm.recipes.parts import Parts, read_run_config
@@ -20,6 +21,7 @@ RECIPES: dict[str, type[UnifiedModel]] = {
     TransfusionModel.recipe: TransfusionModel,
     DiffusionHeadModel.recipe: DiffusionHeadModel,
     JanusFlowModel.recipe: JanusFlowModel,
+    JanusModel.recipe: JanusModel,
 }
 
 

@@ -27,11 +27,12 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D); mask: optional (B, 1, 1, T) bool, True = a key that may be attended."""
         B, T, D = x.shape
         qkv = self.qkv(self.norm1(x)).view(B, T, 3, self.n_heads, D // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-        a = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, hd)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
@@ -44,7 +45,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, n_heads, mlp_ratio) for _ in range(n_layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, mask)
         return self.norm(x)
