@@ -109,3 +109,42 @@ def test_import_of_a_missing_folder_fails_in_one_line(tmp_path, capsys):
     )
     assert code == 2 and "is not a folder" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_hub_id_is_fetched_with_safe_patterns_only(tmp_path, capsys, monkeypatch):
+    """An `org/name` that is not a local folder goes through huggingface_hub.snapshot_download
+    (replaced here by a local copy: no network), asking for no pickled files."""
+    import huggingface_hub
+
+    ref = tiny_hf("llama")
+    ref.save_pretrained(tmp_path / "snapshot")
+    (tmp_path / "llm").mkdir()
+    hf_llm_folder(tmp_path / "llm")
+    VQTokenizer(get_run_config("tiny").vq).save_pretrained(tmp_path / "vq")
+    calls = []
+
+    def fake_download(repo_id, allow_patterns=None, **kwargs):
+        calls.append((repo_id, allow_patterns))
+        return str(tmp_path / ("llm" if repo_id == "org/with-tokenizer" else "snapshot"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.chdir(tmp_path)  # so that "org/tiny-llama" is not a local folder by accident
+    code, _, err = run(capsys, "import", "org/tiny-llama", tmp_path / "bb", "--kind", "backbone")
+    assert code == 0, err
+    repo_id, patterns = calls[0]
+    assert repo_id == "org/tiny-llama"
+    assert patterns and all(p.endswith((".json", ".safetensors", ".model")) for p in patterns)
+    ids = torch.arange(12)[None]
+    with torch.no_grad():
+        assert (load_backbone(tmp_path / "bb")(ids) - ref(ids).logits).abs().max() <= 1e-4
+    model = ChameleonModel.from_pretrained("org/with-tokenizer", image_tokenizer=tmp_path / "vq")
+    assert calls[-1][0] == "org/with-tokenizer"
+    assert model.image_offset == model.text_tok.vocab_size
+
+    def offline(repo_id, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    code, _, err = run(capsys, "import", "org/tiny-llama", tmp_path / "d", "--kind", "backbone")
+    assert code == 2 and "could not be downloaded: network unreachable" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "d").exists()

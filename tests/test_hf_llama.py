@@ -108,6 +108,16 @@ def test_sharded_checkpoint(tmp_path):
     ids = torch.arange(10)[None]
     with torch.no_grad():
         assert (load_hf_llm(tmp_path)(ids) - ref(ids).logits).abs().max() <= 1e-4
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    (tmp_path / shards[-1]).rename(tmp_path / "moved.safetensors")
+    with pytest.raises(HFImportError, match=f"lists shard {shards[-1]}, which is missing"):
+        load_hf_llm(tmp_path)
+    (tmp_path / "moved.safetensors").rename(tmp_path / shards[-1])
+    index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = shards[0]  # listed, not stored
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(HFImportError, match="absent from its shards"):
+        load_hf_llm(tmp_path)
 
 
 def _edit_config(path, **changes):

@@ -19,8 +19,9 @@ from unimm.tokenizers.text import SPECIAL_TOKENS  # noqa: E402
 from unimm.tokenizers.vq import VQTokenizer  # noqa: E402
 
 
-def hf_llm_folder(path, tie=False):
-    """A tiny Llama and a BPE tokenizer.json of its own (no unimm markers) in `path`."""
+def hf_llm_folder(path, tie=False, kind="llama"):
+    """A tiny Llama (or Qwen2) and a BPE tokenizer.json of its own (no unimm markers) in
+    `path`."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -32,7 +33,11 @@ def hf_llm_folder(path, tie=False):
     tok.train_from_iterator(CORPUS, trainer)
     tok.save(str(path / "tokenizer.json"))
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
+    config_class, model_class = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[kind]
+    cfg = config_class(
         vocab_size=tok.get_vocab_size() + 4,  # padded rows, as real checkpoints have
         hidden_size=32,
         intermediate_size=64,
@@ -42,7 +47,13 @@ def hf_llm_folder(path, tie=False):
         max_position_embeddings=192,
         tie_word_embeddings=tie,
     )
-    transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+    model = model_class(cfg)
+    if kind == "qwen2":  # non-zero q/k/v biases, so dropping them would show
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.normal_(0.0, 0.1)
+    model.save_pretrained(path)
     return tok
 
 
@@ -75,10 +86,12 @@ def test_text_tokenizer_keeps_ids_and_adds_markers(tmp_path):
         text_tokenizer_from_hf(tmp_path)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_chameleon_trains_from_imported_llm(tmp_path, tie):
+@pytest.mark.parametrize(
+    "tie,kind", [(False, "llama"), (True, "llama"), (True, "qwen2")], ids=["llama", "tied", "qwen2"]
+)
+def test_chameleon_trains_from_imported_llm(tmp_path, tie, kind):
     (tmp_path / "llm").mkdir()
-    hf_llm_folder(tmp_path / "llm", tie)
+    hf_llm_folder(tmp_path / "llm", tie, kind)
     run = get_run_config("tiny")
     image = VQTokenizer(run.vq)
     model = chameleon_from_hf_llm(tmp_path / "llm", image, run)
@@ -90,6 +103,10 @@ def test_chameleon_trains_from_imported_llm(tmp_path, tie):
     emb = model.backbone.tok_embeddings.weight
     assert torch.equal(emb[:keep], llm.tok_embeddings.weight[:keep])
     assert torch.equal(model.backbone.layers[1].mlp.w2.weight, llm.layers[1].mlp.w2.weight)
+    assert model.config.qkv_bias == (kind == "qwen2")
+    if kind == "qwen2":
+        bias = model.backbone.layers[0].attn.wqkv.bias
+        assert torch.equal(bias, llm.layers[0].attn.wqkv.bias) and bias.abs().sum() > 0
     assert (model.backbone.output.weight is model.backbone.tok_embeddings.weight) == tie
 
     model.train()

@@ -219,7 +219,8 @@ def _continuous_tokenizer(
     kind: str, cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
 ) -> tuple[PixelPatches | VAETokenizer, RunConfig]:
     """Raw pixel patches (normalised on 256 training images) or a KL-VAE (trained here unless
-    one is given); the run directory gets a copy either way."""
+    one is given: unimm's own or a diffusers AutoencoderKL folder); the run directory gets a
+    copy either way."""
     if kind != "continuous":
         raise ValueError(f"unknown image tokenizer kind {kind!r}")
     if image_tokenizer is not None:
@@ -250,7 +251,9 @@ def _continuous_tokenizer(
         image.save_pretrained(target)  # the run directory keeps its own copy
     if isinstance(image, VAETokenizer):
         return image, replace(cfg, vae=image.config, continuous_tokenizer="vae")
-    return image, replace(cfg, patches=image.config, continuous_tokenizer="pixels")
+    if isinstance(image, PixelPatches):
+        return image, replace(cfg, patches=image.config, continuous_tokenizer="pixels")
+    return image, cfg  # a diffusers VAE (interop.hf_vae): its config lives in its own folder
 
 
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:

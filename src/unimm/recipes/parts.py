@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import unimm
 from unimm.checkpoint import CONFIG_FILE, check_checkpoint_dir, read_json, write_json
@@ -23,6 +24,9 @@ from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
+if TYPE_CHECKING:
+    from unimm.interop.hf_vae import DiffusersVAETokens
+
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 SEMANTIC_DIR = "semantic_encoder"
 
@@ -32,7 +36,7 @@ class Parts:
     config: RunConfig
     text: TextTokenizer
     image: (
-        VQTokenizer | PixelPatches | VAETokenizer
+        VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens
     )  # discrete codes or continuous tokens, per recipe
     semantic: SemanticEncoder | None = field(default=None)  # frozen, when the recipe uses one
 
@@ -75,9 +79,16 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
     return Parts(cfg, text, image, semantic)
 
 
-def load_image_tokenizer(directory: str | Path) -> VQTokenizer | PixelPatches | VAETokenizer:
-    """Whichever image tokenizer `directory` holds, told apart by its config file's name."""
+def load_image_tokenizer(
+    directory: str | Path,
+) -> VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens:
+    """Whichever image tokenizer `directory` holds, told apart by its config file's name; a
+    diffusers AutoencoderKL folder gives unimm.interop.hf_vae.DiffusersVAETokens."""
+    from unimm.interop.hf_vae import DiffusersVAETokens, is_diffusers_vae
+
     directory = Path(directory)
+    if is_diffusers_vae(directory):
+        return DiffusersVAETokens.from_pretrained(directory)
     if (directory / PATCHES_CONFIG).is_file():
         return PixelPatches.from_pretrained(directory)
     if (directory / VAE_CONFIG).is_file():

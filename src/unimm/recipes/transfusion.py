@@ -39,6 +39,7 @@ from unimm.checkpoint import WEIGHTS_FILE, load_tensors, save_tensors, write_dir
 from unimm.data.images import to_tensor, to_uint8
 from unimm.data.sample import Image, Sample, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenBatch, build_sequence, collate
+from unimm.interop.hf_vae import DiffusersVAETokens
 from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import next_token_loss, sample_next
@@ -58,7 +59,7 @@ class TransfusionModel(UnifiedModel):
 
     def __init__(self, parts: Parts):
         super().__init__()
-        if not isinstance(parts.image, PixelPatches | VAETokenizer):
+        if not isinstance(parts.image, PixelPatches | VAETokenizer | DiffusersVAETokens):
             raise ValueError("the transfusion recipe needs a continuous image tokenizer")
         self.parts = parts
         cfg = parts.config
@@ -86,7 +87,7 @@ class TransfusionModel(UnifiedModel):
         return self.parts.text
 
     @property
-    def image_tok(self) -> PixelPatches | VAETokenizer:
+    def image_tok(self) -> PixelPatches | VAETokenizer | DiffusersVAETokens:
         return self.parts.image
 
     # ----- embedding ------------------------------------------------------------------------
