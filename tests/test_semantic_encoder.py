@@ -40,10 +40,10 @@ def test_text_embedding_ignores_padding():
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
 def test_contrastive_loss_falls_on_a_tiny_run(loss):
     enc = encoder(loss=loss).train()
-    opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(enc.parameters(), lr=2e-3)
     images, texts = caption_batch(random.Random(0), 16, 64)
     losses = []
-    for _ in range(25):  # one fixed batch: the loss must fall as the pairs are learned
+    for _ in range(40):  # one fixed batch: the loss must fall as the pairs are learned
         out = enc.contrastive_loss(images, texts)
         losses.append(out.item())
         opt.zero_grad()
@@ -56,7 +56,7 @@ def test_contrastive_loss_falls_on_a_tiny_run(loss):
 def test_matching_pairs_are_retrieved_after_fitting():
     # Fitted on one pool, the encoder retrieves that pool's captions far above chance.
     enc = encoder().train()
-    opt = torch.optim.AdamW(enc.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(enc.parameters(), lr=2e-3)
     images, texts = caption_batch(random.Random("semantic-eval-1-exclude"), 20, 64)
     for _ in range(60):
         loss = enc.contrastive_loss(images, texts)

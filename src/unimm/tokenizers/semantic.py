@@ -46,6 +46,11 @@ class SemanticConfig:
     max_text_bytes: int = 96  # captions of the world are under ~80 bytes; longer ones are cut
     embed_dim: int = 128
     loss: Literal["clip", "siglip"] = "clip"
+    # Input normalisation, (x - mean) / std on [-1, 1] pixels, as CLIP normalises by its data's
+    # statistics. The world is mostly white (mean ~0.8, std ~0.5, unimm.tokenizers.pixel_patches),
+    # so this puts the background near 0 and objects far from it.
+    pixel_mean: float = 0.8
+    pixel_std: float = 0.5
 
     def __post_init__(self) -> None:
         if self.patch <= 0 or self.resolution % self.patch:
@@ -58,6 +63,8 @@ class SemanticConfig:
                 raise ValueError(f"semantic.{name} must be divisible by n_heads ({self.n_heads})")
         if min(self.layers, self.text_layers, self.max_text_bytes, self.embed_dim) < 1:
             raise ValueError("semantic layers, text_layers, max_text_bytes, embed_dim must be >= 1")
+        if self.pixel_std <= 0:
+            raise ValueError(f"semantic.pixel_std must be > 0, got {self.pixel_std}")
         if self.loss not in ("clip", "siglip"):
             raise ValueError(f"semantic.loss must be 'clip' or 'siglip', got {self.loss!r}")
 
@@ -83,7 +90,11 @@ class SemanticEncoder(nn.Module):
         self.config = c = config
         n = c.grid[0] * c.grid[1]
         self.patch_embed = nn.Linear(3 * c.patch**2, c.dim)
-        self.image_pos = nn.Parameter(torch.randn(1, n, c.dim) * 0.02)
+        # A class token pools the image (CLIP's ViT): a mean over patches is dominated by the
+        # world's white background, and every image then embeds alike (measured: cosine > 0.99
+        # between all pairs, and the CLIP loss stuck at log B).
+        self.cls = nn.Parameter(torch.randn(1, 1, c.dim) * 0.02)
+        self.image_pos = nn.Parameter(torch.randn(1, n + 1, c.dim) * 0.02)
         self.image_tower = Transformer(c.dim, c.layers, c.n_heads)
         self.image_proj = nn.Linear(c.dim, c.embed_dim, bias=False)
         self.byte_embed = nn.Embedding(PAD_BYTE + 1, c.text_dim)
@@ -104,20 +115,25 @@ class SemanticEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self.config.dim
 
-    def features(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, N, dim) patch features in raster order."""
+    def _image_tower(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, 1 + N, dim): the class token, then the patches."""
         c = self.config
         if images.shape[-2:] != (c.resolution, c.resolution):
             raise ValueError(
                 f"images are {tuple(images.shape[-2:])}; the semantic encoder takes "
                 f"{c.resolution}x{c.resolution}"
             )
-        x = self.patch_embed(patchify(images, c.patch)) + self.image_pos
+        x = self.patch_embed(patchify((images - c.pixel_mean) / c.pixel_std, c.patch))
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1) + self.image_pos
         return self.image_tower(x)
 
+    def features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, N, dim) patch features in raster order."""
+        return self._image_tower(images)[:, 1:]
+
     def embed_images(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, E) unit vectors (mean-pooled patch features, projected)."""
-        return F.normalize(self.image_proj(self.features(images).mean(1)), dim=-1)
+        """(B, 3, H, W) -> (B, E) unit vectors (the class token's output, projected)."""
+        return F.normalize(self.image_proj(self._image_tower(images)[:, 0]), dim=-1)
 
     def embed_texts(self, texts: list[str]) -> Tensor:
         """Texts -> (B, E) unit vectors (mean over the valid bytes, projected)."""
