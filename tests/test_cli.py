@@ -37,6 +37,17 @@ def test_config_prints_json_and_rejects_bad_keys(capsys):
     assert code == 2 and "unknown preset 'galactic'" in err
 
 
+def test_sampling_flags_reach_the_sampling_config():
+    from unimm.cli import _parser, _sampling
+
+    args = _parser().parse_args(
+        ["chat", "ckpt", "--steps", "8", "--text-blocks", "2", "--cfg", "2"]
+    )
+    s = _sampling(args)
+    assert (s.steps, s.text_blocks, s.cfg_scale) == (8, 2, 2.0)
+    assert _sampling(_parser().parse_args(["generate", "ckpt", "x"])).text_blocks is None
+
+
 def test_flag_with_wrong_type_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "ckpt", "a circle", "-n", "many"])

@@ -107,10 +107,36 @@ def test_mmada_answers_are_padded_with_eos_to_the_block():
     assert all(seq.loss_mask[-8:]) and not any(seq.loss_mask[:-8])
 
 
+def answer_block_inputs(model, prompts, sampling):
+    """Generate text and return the answer block (B, 8) that every network call read."""
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, -8:].clone()))
+    try:
+        out = model.generate(prompts, "text", sampling)
+    finally:
+        hook.remove()
+    return out, seen
+
+
 def test_mmada_semi_autoregressive_blocks_fill_left_to_right():
-    model = make("mmada", text_blocks=2)
-    out = model.generate([[Image(rand_image(0)), Text("what color?")]], "text")
-    assert isinstance(out[0], Text)
+    model = make("mmada", text_blocks=2)  # answer_length 8: two blocks of 4, 4 // 2 = 2 steps each
+    prompts = [[Image(rand_image(0)), Text("what color?")], [Text("a red circle")]]
+    greedy = SamplingConfig(temperature=0.0)
+    out, seen = answer_block_inputs(model, prompts, greedy)
+    masked = [(x == model.mask_id).view(2, 2, 4).sum(-1).tolist() for x in seen]  # (B, block)
+    # Linear schedule within a block: 4 masked, then 2, then the next block starts; the second
+    # block stays wholly masked until the first is done.
+    assert masked == [[[4, 4]] * 2, [[2, 4]] * 2, [[0, 4]] * 2, [[0, 2]] * 2]
+    assert all(isinstance(t, Text) for t in out)
+    # The same blocks chosen per call on a model trained with one block.
+    plain = make("mmada")
+    per_call, seen1 = answer_block_inputs(plain, prompts, replace(greedy, text_blocks=2))
+    assert [t.text for t in per_call] == [t.text for t in out]
+    assert all(torch.equal(a, b) for a, b in zip(seen, seen1, strict=True))
+    _, whole = answer_block_inputs(plain, prompts, greedy)
+    assert [(x == plain.mask_id).sum(1).tolist() for x in whole] == [[8, 8], [6, 6], [4, 4], [2, 2]]
+    with pytest.raises(ValueError, match="divide"):
+        plain.generate(prompts, "text", replace(greedy, text_blocks=3))
     with pytest.raises(ValueError, match="KV cache"):
         model(torch.tensor([[1, 2]]), cache=model.backbone.make_cache(1))
 

@@ -254,6 +254,13 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_defa
         default=None,
         help="steps of iterative samplers (masked diffusion, flow); default: the recipe's",
     )
+    p.add_argument(
+        "--text-blocks",
+        type=_positive_int,
+        default=None,
+        help="masked-diffusion text (mmada): fill the answer in this many semi-autoregressive "
+        "blocks, left to right; default: the run's diffusion.text_blocks",
+    )
 
 
 def _warn_untrained(model, task: str) -> None:
@@ -282,6 +289,7 @@ def _sampling(args: argparse.Namespace):
         cfg_scale=args.cfg,
         cfg_keep_background=not args.standard_cfg,
         steps=args.steps,
+        text_blocks=args.text_blocks,
     )
 
 
