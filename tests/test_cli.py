@@ -131,6 +131,9 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
         "6",
         "--captions",
         "3",
+        "--cfg",
+        "3",
+        "--standard-cfg",
     )
     assert code == 0, err
     assert "GenEval-scene in-distribution" in stdout
@@ -139,6 +142,9 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
         metrics
     )
     assert 0.0 <= metrics["geneval_in"]["overall"] <= 1.0
+    # The guidance the report was made with (BENCHMARKS.md's equal-budget command sets it).
+    assert metrics["sampling"]["cfg_scale"] == 3.0
+    assert metrics["sampling"]["cfg_keep_background"] is False
     report = (out / "report.md").read_text()
     assert "GenEval-scene" in report and (out / "loss.png").exists()
     assert list(out.glob("geneval_in_*.png"))

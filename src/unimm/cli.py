@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=_positive_int, default=None, help="sampling steps (iterative samplers)"
     )
     e.add_argument(
+        "--cfg",
+        type=float,
+        default=5.0,
+        help="classifier-free guidance scale for the generated images (default %(default)s)",
+    )
+    e.add_argument(
+        "--standard-cfg",
+        action="store_true",
+        help="guide the background's probability too (default: background-preserving guidance)",
+    )
+    e.add_argument(
         "--edits",
         type=int,
         default=None,
@@ -317,7 +328,9 @@ def _run(args: argparse.Namespace) -> None:
             args.questions,
             args.captions,
             args.seed,
-            sampling=SamplingConfig(steps=args.steps),
+            sampling=SamplingConfig(
+                steps=args.steps, cfg_scale=args.cfg, cfg_keep_background=not args.standard_cfg
+            ),
             log_dir=run_dir,
             edits=args.edits,
             episodes=args.episodes,
