@@ -188,3 +188,34 @@ def test_showo_prompt_cache_equals_rereading_the_prompt():
         cached = model.sample_images(prompts, sampling, seed=3)
         fresh = model.sample_images(prompts, sampling, seed=3, use_cache=False)
         assert torch.equal(cached, fresh)
+
+
+def test_showo_understanding_with_the_kv_cache_reads_images_as_training_does():
+    # Training sees the prompt's image under omni-attention (bidirectional inside the block); the
+    # AR text sampler prefills the prompt with the KV cache, then decodes one token at a time.
+    # Both must give the same next-token logits, else answers are decoded off-distribution.
+    from unimm.paradigms.autoregressive import generate as ar_generate
+
+    model = make("showo")
+    prompts = [
+        model._prompt_ids([Image(rand_image(0)), Text("what color?")], "text"),
+        model._prompt_ids([Image(rand_image(1))], "text"),  # shorter: left-padded in the batch
+    ]
+    text = range(0, model.image_offset)
+    new = ar_generate(model, prompts, 5, temperature=0.0, allowed_ids=text)
+    for prompt, answer in zip(prompts, new, strict=True):
+        ids = torch.tensor([prompt + answer])
+        P, T = len(prompt), ids.shape[1]
+        ref = model(ids, mask=model.attention_mask(ids))[0, P - 1 : T - 1]  # (5, V) training view
+        cache = model.make_cache(1, T)
+        steps = [model.head(model(ids[:, :P], cache=cache, return_hidden=True)[:, -1])]
+        for s in range(P, T - 1):
+            steps.append(
+                model.head(model(ids[:, s : s + 1], cache=cache, return_hidden=True)[:, -1])
+            )
+        torch.testing.assert_close(torch.cat(steps), ref, atol=1e-5, rtol=1e-5)
+        assert ref[:, : model.image_offset].argmax(-1).tolist() == answer
+    # A plain causal prefill (no block opening) reads the image differently: the check has teeth.
+    ids = torch.tensor([prompts[0]])
+    causal = ChameleonModel.forward(model, ids)[0, -1]
+    assert not torch.allclose(causal, model(ids, mask=model.attention_mask(ids))[0, -1], atol=1e-5)
