@@ -115,7 +115,18 @@ def test_world_export(tmp_path, capsys):
     assert list(out.glob("**/*.png"))
 
 
-def test_eval_writes_report(tiny_run, tmp_path, capsys):
+def test_eval_writes_report(tiny_run, tmp_path, capsys, monkeypatch):
+    from unimm.recipes.chameleon import ChameleonModel
+
+    texts = []  # the sampling of every text generation the evaluation asks for
+    generate = ChameleonModel.generate
+
+    def recording(self, prompts, modality, sampling=None, seed=0):
+        if modality == "text":
+            texts.append(sampling)
+        return generate(self, prompts, modality, sampling, seed)
+
+    monkeypatch.setattr(ChameleonModel, "generate", recording)
     out = tmp_path / "report"
     code, stdout, err = run(
         capsys,
@@ -134,6 +145,10 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
         "--cfg",
         "3",
         "--standard-cfg",
+        "--steps",
+        "3",
+        "--text-blocks",
+        "2",
     )
     assert code == 0, err
     assert "GenEval-scene in-distribution" in stdout
@@ -145,6 +160,8 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
     # The guidance the report was made with (BENCHMARKS.md's equal-budget command sets it).
     assert metrics["sampling"]["cfg_scale"] == 3.0
     assert metrics["sampling"]["cfg_keep_background"] is False
+    # Understanding stays greedy and gets the iterative samplers' steps and blocks (MMaDA text).
+    assert texts and all((s.temperature, s.steps, s.text_blocks) == (0.0, 3, 2) for s in texts)
     report = (out / "report.md").read_text()
     assert "GenEval-scene" in report and (out / "loss.png").exists()
     assert list(out.glob("geneval_in_*.png"))

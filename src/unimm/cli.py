@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=_positive_int, default=None, help="sampling steps (iterative samplers)"
     )
     e.add_argument(
+        "--text-blocks",
+        type=_positive_int,
+        default=None,
+        help="semi-autoregressive blocks of masked-diffusion text (mmada)",
+    )
+    e.add_argument(
         "--cfg",
         type=float,
         default=5.0,
@@ -329,7 +335,10 @@ def _run(args: argparse.Namespace) -> None:
             args.captions,
             args.seed,
             sampling=SamplingConfig(
-                steps=args.steps, cfg_scale=args.cfg, cfg_keep_background=not args.standard_cfg
+                steps=args.steps,
+                text_blocks=args.text_blocks,
+                cfg_scale=args.cfg,
+                cfg_keep_background=not args.standard_cfg,
             ),
             log_dir=run_dir,
             edits=args.edits,
