@@ -6,10 +6,10 @@ Run (from the repo root), on trained checkpoints:
         --steps 4 8 16 32 --per-task 20 --out docs/quality_vs_steps.json
 
 For each checkpoint and step count: GenEval-scene in-distribution (`--per-task` prompts x
-`--images-per-prompt` images, CFG 3, temperature 1) and VQA-scene (`--questions`, greedy); the
-step count applies to every iterative sampler of the recipe (Show-o's images; MMaDA's images and
-its masked-diffusion text). Seeds are fixed, so the rows differ only in the step count. Prints a
-table and writes the rows as JSON.
+`--images-per-prompt` images, the default guidance: s = 5, background-preserving; temperature 1)
+and VQA-scene (`--questions`, greedy); the step count applies to every iterative sampler of the
+recipe (Show-o's images; MMaDA's images and its masked-diffusion text). Seeds are fixed, so
+the rows differ only in the step count. Prints a table and writes the rows as JSON.
 """
 
 from __future__ import annotations

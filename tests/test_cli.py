@@ -37,6 +37,17 @@ def test_config_prints_json_and_rejects_bad_keys(capsys):
     assert code == 2 and "unknown preset 'galactic'" in err
 
 
+def test_sampling_flags_reach_the_sampling_config():
+    from unimm.cli import _parser, _sampling
+
+    args = _parser().parse_args(
+        ["chat", "ckpt", "--steps", "8", "--text-blocks", "2", "--cfg", "2"]
+    )
+    s = _sampling(args)
+    assert (s.steps, s.text_blocks, s.cfg_scale) == (8, 2, 2.0)
+    assert _sampling(_parser().parse_args(["generate", "ckpt", "x"])).text_blocks is None
+
+
 def test_flag_with_wrong_type_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "ckpt", "a circle", "-n", "many"])
@@ -104,7 +115,18 @@ def test_world_export(tmp_path, capsys):
     assert list(out.glob("**/*.png"))
 
 
-def test_eval_writes_report(tiny_run, tmp_path, capsys):
+def test_eval_writes_report(tiny_run, tmp_path, capsys, monkeypatch):
+    from unimm.recipes.chameleon import ChameleonModel
+
+    texts = []  # the sampling of every text generation the evaluation asks for
+    generate = ChameleonModel.generate
+
+    def recording(self, prompts, modality, sampling=None, seed=0):
+        if modality == "text":
+            texts.append(sampling)
+        return generate(self, prompts, modality, sampling, seed)
+
+    monkeypatch.setattr(ChameleonModel, "generate", recording)
     out = tmp_path / "report"
     code, stdout, err = run(
         capsys,
@@ -120,6 +142,13 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
         "6",
         "--captions",
         "3",
+        "--cfg",
+        "3",
+        "--standard-cfg",
+        "--steps",
+        "3",
+        "--text-blocks",
+        "2",
     )
     assert code == 0, err
     assert "GenEval-scene in-distribution" in stdout
@@ -128,6 +157,11 @@ def test_eval_writes_report(tiny_run, tmp_path, capsys):
         metrics
     )
     assert 0.0 <= metrics["geneval_in"]["overall"] <= 1.0
+    # The guidance the report was made with (BENCHMARKS.md's equal-budget command sets it).
+    assert metrics["sampling"]["cfg_scale"] == 3.0
+    assert metrics["sampling"]["cfg_keep_background"] is False
+    # Understanding stays greedy and gets the iterative samplers' steps and blocks (MMaDA text).
+    assert texts and all((s.temperature, s.steps, s.text_blocks) == (0.0, 3, 2) for s in texts)
     report = (out / "report.md").read_text()
     assert "GenEval-scene" in report and (out / "loss.png").exists()
     assert list(out.glob("geneval_in_*.png"))

@@ -107,10 +107,36 @@ def test_mmada_answers_are_padded_with_eos_to_the_block():
     assert all(seq.loss_mask[-8:]) and not any(seq.loss_mask[:-8])
 
 
+def answer_block_inputs(model, prompts, sampling):
+    """Generate text and return the answer block (B, 8) that every network call read."""
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, -8:].clone()))
+    try:
+        out = model.generate(prompts, "text", sampling)
+    finally:
+        hook.remove()
+    return out, seen
+
+
 def test_mmada_semi_autoregressive_blocks_fill_left_to_right():
-    model = make("mmada", text_blocks=2)
-    out = model.generate([[Image(rand_image(0)), Text("what color?")]], "text")
-    assert isinstance(out[0], Text)
+    model = make("mmada", text_blocks=2)  # answer_length 8: two blocks of 4, 4 // 2 = 2 steps each
+    prompts = [[Image(rand_image(0)), Text("what color?")], [Text("a red circle")]]
+    greedy = SamplingConfig(temperature=0.0)
+    out, seen = answer_block_inputs(model, prompts, greedy)
+    masked = [(x == model.mask_id).view(2, 2, 4).sum(-1).tolist() for x in seen]  # (B, block)
+    # Linear schedule within a block: 4 masked, then 2, then the next block starts; the second
+    # block stays wholly masked until the first is done.
+    assert masked == [[[4, 4]] * 2, [[2, 4]] * 2, [[0, 4]] * 2, [[0, 2]] * 2]
+    assert all(isinstance(t, Text) for t in out)
+    # The same blocks chosen per call on a model trained with one block.
+    plain = make("mmada")
+    per_call, seen1 = answer_block_inputs(plain, prompts, replace(greedy, text_blocks=2))
+    assert [t.text for t in per_call] == [t.text for t in out]
+    assert all(torch.equal(a, b) for a, b in zip(seen, seen1, strict=True))
+    _, whole = answer_block_inputs(plain, prompts, greedy)
+    assert [(x == plain.mask_id).sum(1).tolist() for x in whole] == [[8, 8], [6, 6], [4, 4], [2, 2]]
+    with pytest.raises(ValueError, match="divide"):
+        plain.generate(prompts, "text", replace(greedy, text_blocks=3))
     with pytest.raises(ValueError, match="KV cache"):
         model(torch.tensor([[1, 2]]), cache=model.backbone.make_cache(1))
 
@@ -162,3 +188,34 @@ def test_showo_prompt_cache_equals_rereading_the_prompt():
         cached = model.sample_images(prompts, sampling, seed=3)
         fresh = model.sample_images(prompts, sampling, seed=3, use_cache=False)
         assert torch.equal(cached, fresh)
+
+
+def test_showo_understanding_with_the_kv_cache_reads_images_as_training_does():
+    # Training sees the prompt's image under omni-attention (bidirectional inside the block); the
+    # AR text sampler prefills the prompt with the KV cache, then decodes one token at a time.
+    # Both must give the same next-token logits, else answers are decoded off-distribution.
+    from unimm.paradigms.autoregressive import generate as ar_generate
+
+    model = make("showo")
+    prompts = [
+        model._prompt_ids([Image(rand_image(0)), Text("what color?")], "text"),
+        model._prompt_ids([Image(rand_image(1))], "text"),  # shorter: left-padded in the batch
+    ]
+    text = range(0, model.image_offset)
+    new = ar_generate(model, prompts, 5, temperature=0.0, allowed_ids=text)
+    for prompt, answer in zip(prompts, new, strict=True):
+        ids = torch.tensor([prompt + answer])
+        P, T = len(prompt), ids.shape[1]
+        ref = model(ids, mask=model.attention_mask(ids))[0, P - 1 : T - 1]  # (5, V) training view
+        cache = model.make_cache(1, T)
+        steps = [model.head(model(ids[:, :P], cache=cache, return_hidden=True)[:, -1])]
+        for s in range(P, T - 1):
+            steps.append(
+                model.head(model(ids[:, s : s + 1], cache=cache, return_hidden=True)[:, -1])
+            )
+        torch.testing.assert_close(torch.cat(steps), ref, atol=1e-5, rtol=1e-5)
+        assert ref[:, : model.image_offset].argmax(-1).tolist() == answer
+    # A plain causal prefill (no block opening) reads the image differently: the check has teeth.
+    ids = torch.tensor([prompts[0]])
+    causal = ChameleonModel.forward(model, ids)[0, -1]
+    assert not torch.allclose(causal, model(ids, mask=model.attention_mask(ids))[0, -1], atol=1e-5)

@@ -147,3 +147,30 @@ def test_training_masks_only_slots_and_at_least_one():
     assert 0.3 < m.sum().item() / slots.sum().item() < 0.9  # E[cos(pi t / 2)] = 2 / pi
     t, p = sample_text_mask(slots, 1e-3, g)
     assert not (t & ~slots).any() and ((p > 0) & (p <= 1)).all()
+
+
+def test_confidence_noise_explores_early_and_anneals_late():
+    # MaskGIT's Gumbel noise on the confidences is scaled by (1 - r): early steps commit slots
+    # out of confidence order often, late steps almost never, and without noise never.
+    R, N, K = 400, 8, 64
+    d = 0.1 + 0.5 * torch.arange(N, dtype=torch.float64)  # slot j's argmax has log-prob -d_j
+    logits = torch.zeros(R, N, K)
+    logits[:, :, 1:] = torch.log((d.exp() - 1) / (K - 1)).float()[None, :, None]
+    logp = logits.log_softmax(-1)[..., 0]
+    assert torch.allclose(logp[0], -d.float(), atol=1e-5)  # slot 0 most confident, then 1, ...
+
+    def out_of_order(noise: float, i: int) -> float:
+        sched = MaskedDiffusionScheduler(
+            MaskedDiffusionConfig(steps=10, temperature=0, confidence_noise=noise)
+        )
+        tokens, masked = torch.zeros(R, N, dtype=torch.long), torch.ones(R, N, dtype=torch.bool)
+        _, still = sched.step(logits, tokens, masked, i, generator=torch.Generator().manual_seed(0))
+        k = int((~still[0]).sum())
+        assert ((~still).sum(1) == k).all() and 0 < k < N  # 1 slot at i = 0, 7 at i = 8
+        in_order = torch.zeros(N, dtype=torch.bool)
+        in_order[:k] = True  # the k most confident slots
+        return (~still != in_order).any(1).double().mean().item()
+
+    assert out_of_order(1.0, 0) > 0.3  # r = 0.1: noise scale 0.9 against 0.5-nat gaps
+    assert out_of_order(1.0, 8) < 0.05  # r = 0.9: noise scale 0.1
+    assert out_of_order(0.0, 0) == 0.0 and out_of_order(0.0, 8) == 0.0

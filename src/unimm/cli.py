@@ -82,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
         "--steps", type=_positive_int, default=None, help="sampling steps (iterative samplers)"
     )
     e.add_argument(
+        "--text-blocks",
+        type=_positive_int,
+        default=None,
+        help="semi-autoregressive blocks of masked-diffusion text (mmada)",
+    )
+    e.add_argument(
+        "--cfg",
+        type=float,
+        default=5.0,
+        help="classifier-free guidance scale for the generated images (default %(default)s)",
+    )
+    e.add_argument(
+        "--standard-cfg",
+        action="store_true",
+        help="guide the background's probability too (default: background-preserving guidance)",
+    )
+    e.add_argument(
         "--edits",
         type=int,
         default=None,
@@ -258,6 +275,13 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_defa
         default=None,
         help="steps of iterative samplers (masked diffusion, flow); default: the recipe's",
     )
+    p.add_argument(
+        "--text-blocks",
+        type=_positive_int,
+        default=None,
+        help="masked-diffusion text (mmada): fill the answer in this many semi-autoregressive "
+        "blocks, left to right; default: the run's diffusion.text_blocks",
+    )
 
 
 def _warn_untrained(model, task: str) -> None:
@@ -286,6 +310,7 @@ def _sampling(args: argparse.Namespace):
         cfg_scale=args.cfg,
         cfg_keep_background=not args.standard_cfg,
         steps=args.steps,
+        text_blocks=args.text_blocks,
     )
 
 
@@ -318,7 +343,12 @@ def _run(args: argparse.Namespace) -> None:
             args.questions,
             args.captions,
             args.seed,
-            sampling=SamplingConfig(steps=args.steps),
+            sampling=SamplingConfig(
+                steps=args.steps,
+                text_blocks=args.text_blocks,
+                cfg_scale=args.cfg,
+                cfg_keep_background=not args.standard_cfg,
+            ),
             log_dir=run_dir,
             edits=args.edits,
             episodes=args.episodes,

@@ -297,6 +297,17 @@ def evaluate_run(
     def gen(prompts: list[str], n: int, s: int):
         return model.generate_images(prompts, n, s, sampling)
 
+    # Understanding decodes greedily; iterative text samplers (MMaDA) take the steps and blocks.
+    text_sampling = SamplingConfig(
+        temperature=0.0, steps=sampling.steps, text_blocks=sampling.text_blocks
+    )
+
+    def answer(images: list, questions: list[str]) -> list[str]:
+        return model.answer(images, questions, text_sampling)
+
+    def caption(images: list) -> list[str]:
+        return model.caption(images, text_sampling)
+
     t0 = time.perf_counter()
     results = {
         "geneval_in": geneval_scene(
@@ -305,11 +316,9 @@ def evaluate_run(
         "geneval_heldout": geneval_scene(
             gen, "heldout", per_task, images_per_prompt, seed=seed, progress=progress
         ),
-        "vqa_eval": vqa_scene(model.answer, "eval", questions, seed=seed, progress=progress),
-        "vqa_heldout": vqa_scene(model.answer, "heldout", questions, seed=seed, progress=progress),
-        "caption_eval": caption_scene(
-            model.caption, "eval", captions, seed=seed, progress=progress
-        ),
+        "vqa_eval": vqa_scene(answer, "eval", questions, seed=seed, progress=progress),
+        "vqa_heldout": vqa_scene(answer, "heldout", questions, seed=seed, progress=progress),
+        "caption_eval": caption_scene(caption, "eval", captions, seed=seed, progress=progress),
     }
     tasks = model.trained_tasks()
     if edits is None:

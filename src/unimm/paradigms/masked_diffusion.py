@@ -243,7 +243,8 @@ class DiscreteDiffusionConfig:
     text_eps: LLaDA's minimum masking probability for text; answer_length: MMaDA's fixed answer
     block (answers are padded with <eos> to this length in training, as in LLaDA; the world's
     captions need at most 16 tokens with <eos>); image_steps / text_steps: default sampling
-    steps; text_blocks: semi-autoregressive blocks for MMaDA text (1 = the whole answer at once);
+    steps; text_blocks: semi-autoregressive blocks for MMaDA text (1 = the whole answer at once;
+    `SamplingConfig.text_blocks` overrides it per call);
     confidence_noise: Gumbel noise on image confidences (annealed), text uses none (LLaDA)."""
 
     image_schedule: str = "cosine"

@@ -38,6 +38,9 @@ class SamplingConfig:
     cfg_keep_background: bool = True
     max_new_tokens: int = 48  # text only; images always produce a whole image
     steps: int | None = None  # iterative samplers (diffusion, flow): None = the recipe's default
+    # Masked-diffusion text (MMaDA): semi-autoregressive blocks over the answer, filled left to
+    # right (LLaDA arXiv 2502.09992); None = the run config's diffusion.text_blocks.
+    text_blocks: int | None = None
 
 
 class UnsupportedTask(ValueError):

@@ -6,7 +6,8 @@ unmasking with CFG). Text follows LLaDA (arXiv 2502.09992): an answer is a fixed
 `answer_length` slots (the answer, its <eos>, then <eos> padding, all trained), each slot masked
 with probability p = (1 - eps) t + eps and its cross-entropy weighted by 1 / p; at inference the
 block starts fully masked and the most confident predictions are committed step by step
-(low-confidence remasking), optionally block by block from left to right (semi-autoregressive).
+(low-confidence remasking), optionally block by block from left to right (semi-autoregressive:
+the run config's `diffusion.text_blocks`, or `SamplingConfig.text_blocks` per call).
 Attention is full among non-padding tokens, so prompt text can also read a target image; there
 is no KV cache (every step re-reads the sequence).
 
@@ -116,7 +117,10 @@ class MMaDAModel(ShowoModel):
     def sample_text(self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: Seed):
         d = self.diffusion
         g = make_rng(seed, len(prompts))  # an int, or one per prompt
-        L, blocks = d.answer_length, d.text_blocks
+        L = d.answer_length
+        blocks = d.text_blocks if sampling.text_blocks is None else sampling.text_blocks
+        if blocks < 1 or L % blocks:
+            raise ValueError(f"text_blocks ({blocks}) must divide the answer length ({L})")
         rows = [self._prompt_ids(p, "text") for p in prompts]
         B, P = len(rows), max(len(r) for r in rows)
         if P + L > self.parts.config.model.max_seq_len:
