@@ -184,12 +184,6 @@ class ChameleonModel(UnifiedModel):
         opener = self.text_tok.boi_id if modality == "image" else self.text_tok.assistant_id
         return ids + [opener]
 
-    def max_prompt_images(self, modality: Modality) -> int:
-        """How many images a prompt may hold: each takes h*w codes + 2 markers, and an image
-        to generate needs room for one more."""
-        fit = self.parts.config.model.max_seq_len // (self.image_tokens + 2)
-        return fit - 1 if modality == "image" else fit
-
     def check_prompts(self, prompts: list[list[Segment]], modality: Modality) -> None:
         check_prompts(prompts, self.image_resolution, self.max_prompt_images(modality))
 
