@@ -68,6 +68,14 @@ def test_generate_and_chat_on_a_tiny_run(tiny_run, tmp_path, capsys):
     assert code == 0, err
     code, out, err = run(capsys, "chat", str(tiny_run), "--image", paths[0])
     assert code == 0, err
+    # One-shot with several images: one user turn holding both, then the question.
+    two = ["--image", paths[0], "--image", paths[1]]
+    code, out, err = run(capsys, "chat", str(tiny_run), *two, "-q", "which has more circles?")
+    assert code == 0, err
+    code, _, err = run(capsys, "chat", str(tiny_run), *two)
+    assert code == 2 and "2 images need a question" in err
+    code, _, err = run(capsys, "chat", str(tiny_run), *two, "--image", paths[0], "-q", "why?")
+    assert code == 2 and "too many images: the prompt holds 3" in err  # the tiny context fits 2
 
 
 def test_bad_inputs_give_one_clear_line(tiny_run, tmp_path, capsys):

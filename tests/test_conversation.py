@@ -13,11 +13,25 @@ from unimm.conversation import Turn, conversation_prompt, plan_request
 from unimm.data.sample import Image, Sample, Text
 from unimm.data.sequence import build_sequence
 from unimm.evaluate.interleaved import interleaved_scene, judge_episode
+from unimm.recipes.base import SamplingConfig, UnsupportedTask
+from unimm.recipes.registry import RECIPES as RECIPE_CLASSES
 from unimm.world.edits import InstructionError, apply_instruction, edit
 from unimm.world.render import render
 from unimm.world.scene import Obj, Scene, sample_scene
 
 RECIPES = ["chameleon", "showo", "mmada"]
+
+
+def make_any(recipe: str):
+    """A tiny random model of any registered recipe (continuous ones on 16 pixel patches)."""
+    from tests import test_diffusion_head, test_janusflow, test_transfusion
+
+    continuous = {
+        "transfusion": test_transfusion.make_model,
+        "mar": test_diffusion_head.make_model,
+        "janusflow": test_janusflow.make_model,
+    }
+    return continuous[recipe]() if recipe in continuous else make(recipe)
 
 
 def test_apply_instruction_inverts_every_world_edit():
@@ -79,9 +93,14 @@ def test_conversation_layout_is_the_written_one():
     n2 = n1 + 64 + 1 + len(enc("add a blue square")) + 1
     assert index[n1 : n1 + 64] == list(range(64)) and index[n2 : n2 + 64] == list(range(64))
     assert all(i == -1 for k, i in enumerate(index) if not (n1 <= k < n1 + 64 or n2 <= k < n2 + 64))
-    # Omni-attention: each image block sees itself whole, text stays causal.
-    mask = model.attention_mask(ids)[0, 0]
-    assert mask[n1, n1 + 63] and not mask[n1, n2] and mask[n2 + 63, n1] and not mask[n2 - 2, n2]
+    # Omni-attention, written out: causal, plus each image's 64 codes see each other whole.
+    T = len(expected)
+    ref = [[k <= q for k in range(T)] for q in range(T)]
+    for start in (n1, n2):
+        for q in range(start, start + 64):
+            for k in range(start, start + 64):
+                ref[q][k] = True
+    assert model.attention_mask(ids)[0, 0].tolist() == ref
 
 
 def test_bad_conversations_get_clear_errors():
@@ -123,9 +142,9 @@ def test_plan_request():
         plan_request(" , then ")
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", sorted(RECIPE_CLASSES))
 def test_edit_chat_and_interleaved_run_end_to_end(recipe):
-    model = make(recipe)
+    model = make_any(recipe)
     out = model.edit_images([rand_image(0), rand_image(1)], ["make the circle green"] * 2)
     assert len(out) == 2 and out[0].shape == (64, 64, 3)
     reply = model.chat([Turn("user", [rand_image(2), "what color is the circle?"])])
@@ -136,9 +155,56 @@ def test_edit_chat_and_interleaved_run_end_to_end(recipe):
     outputs = model.interleave(episodes * 2)
     kinds = [[type(s).__name__ for s in ep] for ep in outputs]
     assert kinds == [["Image", "Image", "Text"]] * 2
-    # Step k sees step k-1's output: the second image differs from a fresh edit prompt's.
     with pytest.raises(ValueError, match="same modalities"):
         model.interleave([[("a red circle", "image")], [("what?", "text")]])
+    # A history with several images and an earlier reply goes through the same API.
+    history = [
+        Turn("user", [rand_image(3), "what color is the circle?"]),
+        Turn("assistant", ["red"]),
+        Turn("user", [rand_image(4), "and in this one?"]),
+    ]
+    assert isinstance(model.chat(history), Text)
+    # Too many images for the context: the same clear error whatever the recipe.
+    most = model.max_prompt_images("text")
+    assert isinstance(model.chat([Turn("user", [*map(rand_image, range(most)), "why?"])]), Text)
+    crowded = [Turn("user", [*map(rand_image, range(most + 1)), "why?"])]
+    with pytest.raises(ValueError, match=f"too many images: the prompt holds {most + 1}"):
+        model.chat(crowded)
+    with pytest.raises(ValueError, match=f"too many images: the prompt holds {most}"):
+        model.chat([Turn("user", [*map(rand_image, range(most)), "draw"])], "image")
+    # Inpainting is the one task of the recipe x task table (docs/DESIGN.md) some recipes lack.
+    if recipe in ("showo", "mmada"):
+        assert model.inpaint([rand_image(5)], ["a red circle"], [(0, 0, 32, 32)])[0].shape == (
+            64,
+            64,
+            3,
+        )
+    else:
+        with pytest.raises(UnsupportedTask, match=f"'{recipe}' recipe cannot inpaint"):
+            model.inpaint([rand_image(5)], ["a red circle"], [(0, 0, 32, 32)])
+
+
+@pytest.mark.parametrize("recipe", ["chameleon", "transfusion"])
+def test_interleaved_step_k_is_conditioned_on_every_earlier_output(recipe, monkeypatch):
+    model = make_any(recipe)
+    prompts = []  # what each step's generate call was given (copied: contexts keep growing)
+    real = model.generate
+
+    def spy(batch, modality, sampling=None, seed=0):
+        prompts.append((modality, [list(p) for p in batch]))
+        return real(batch, modality, sampling, seed)
+
+    monkeypatch.setattr(model, "generate", spy)
+    steps = plan_request("draw a red square, then add a blue circle, then how many circles?")
+    (out,) = model.interleave([steps])
+    assert [m for m, _ in prompts] == ["image", "image", "text"]
+    texts = [t for t, _ in steps]
+    for k, (_, (ctx,)) in enumerate(prompts):
+        assert len(ctx) == 2 * k + 1  # (text, output) per earlier step, then this step's text
+        for j in range(k):
+            assert ctx[2 * j] == Text(texts[j]) and ctx[2 * j + 1] is out[j]
+        assert ctx[-1] == Text(texts[k])
+    assert out[2].role == "assistant"  # a text output re-enters the context as a reply
 
 
 def test_interleaved_benchmark_judges_against_the_previous_output(tmp_path):
@@ -173,3 +239,39 @@ def test_interleaved_benchmark_judges_against_the_previous_output(tmp_path):
     report = write_report(tmp_path, {"interleaved_eval": res}).read_text()
     assert "Interleaved-scene (eval, 30 episodes)" in report
     assert (tmp_path / "interleaved_eval_samples.png").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["chameleon", "transfusion"])
+def test_chat_repl_drops_the_oldest_exchange_when_the_context_is_full(recipe, tmp_path):
+    """One image per message until the history holds more images (or, for the continuous
+    recipes' short image blocks, more tokens) than the context: the REPL drops the oldest
+    exchange, says so, and answers every message."""
+    from unimm.chat_repl import chat_loop
+    from unimm.data.images import save_image
+
+    model = make_any(recipe)
+    most = model.max_prompt_images("text")
+    lines = []
+    for k in range(most + 1):
+        save_image(rand_image(k), tmp_path / f"{k}.png")
+        lines += [f"/image {tmp_path / f'{k}.png'}", f"what color is shape {k}?"]
+    script, written = iter(lines), []
+
+    def read(prompt):
+        try:
+            return next(script)
+        except StopIteration:
+            raise EOFError from None
+
+    one_token = SamplingConfig(temperature=0.0, max_new_tokens=1)  # replies stay short
+    history = chat_loop(model, one_token, tmp_path, read, written.append)
+    assert not [w for w in written if w.startswith("error")]
+    assert sum(w.startswith("model> ") for w in written) == most + 1  # every message answered
+    drops = sum("outgrew the context" in w for w in written)
+    assert drops >= 1
+    assert [t.role for t in history] == ["user", "assistant"] * (len(history) // 2)
+    assert history[-2].content[-1] == Text(f"what color is shape {most}?")
+    images = sum(isinstance(c, Image) for t in history for c in t.content)
+    assert images <= most and len(history) == 2 * images  # one image per kept user turn
+    if recipe == "chameleon":  # 2 images fit: the third message drops exactly the first pair
+        assert drops == 1 and history[0].content[-1] == Text("what color is shape 1?")

@@ -120,15 +120,20 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "chat",
-        help="answer a question about an image (one-shot) or talk with images (interactive)",
-        description="One-shot: --image [and -q]: answer the question, or caption the image when "
-        "there is none. Interactive (no --image, no -q): a multi-turn conversation in the "
+        help="answer a question about images (one-shot) or talk with images (interactive)",
+        description="One-shot: --image [--image ...] and -q: answer the question about the "
+        "images (in order); one --image without -q captions it. Interactive (no --image, no "
+        "-q): a multi-turn conversation in the "
         "terminal; type text to talk, '/image PATH' to show the model an image with your next "
         "message, '/draw TEXT' to have it reply with an image (saved under --out), '/reset' to "
         "start over, '/quit' to leave.",
     )
     c.add_argument("checkpoint")
-    c.add_argument("--image", help="a PNG/JPEG of the model's resolution")
+    c.add_argument(
+        "--image",
+        action="append",
+        help="a PNG/JPEG of the model's resolution; repeat for several images",
+    )
     c.add_argument("--question", "-q", help="question; omit to caption the image")
     c.add_argument("--out", default="chat_images", help="where /draw saves images")
     _sampling_args(c, temperature_default=0.0)
@@ -380,8 +385,15 @@ def _run(args: argparse.Namespace) -> None:
             return
         if args.image is None:
             raise ValueError("--question needs --image (or run without both to chat)")
-        image = load_image(args.image, model.image_resolution)
-        print(model.answer([image], [question or ""], _sampling(args))[0])
+        images = [load_image(path, model.image_resolution) for path in args.image]
+        if question is None and len(images) > 1:
+            raise ValueError(f"{len(images)} images need a question (-q); one is captioned")
+        if question is None:
+            print(model.caption(images, _sampling(args))[0])
+            return
+        from unimm.conversation import Turn
+
+        print(model.chat([Turn("user", [*images, question])], "text", _sampling(args)).text)
     elif args.command == "edit":
         from unimm.data.images import load_image, save_image
 

@@ -90,7 +90,7 @@ def collate(seqs: list[TokenSequence], pad_id: int, max_len: int | None = None) 
     needs no attention mask in training)."""
     T = max(len(s.ids) for s in seqs)
     if max_len is not None and T > max_len:
-        raise ValueError(f"a sequence has {T} tokens, more than the model's max_seq_len {max_len}")
+        raise ValueError(f"sequence too long: {T} tokens, more than max_seq_len {max_len}")
     B = len(seqs)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     loss_mask = torch.zeros((B, T), dtype=torch.bool)

@@ -107,6 +107,14 @@ class UnifiedModel(nn.Module):
             return None
         return {t for t, w in parts.config.train.tasks.items() if w > 0}
 
+    def max_prompt_images(self, modality: Modality) -> int:
+        """How many images a prompt may hold: every recipe lays an image out as `<boi>`, its
+        h*w tokens (`self.image_tokens`) and `<eoi>`, and an image to generate needs room for
+        one more. A prompt with more is refused with "too many images" before any work, which
+        `unimm chat` reads as "drop the oldest exchange"."""
+        fit = self.parts.config.model.max_seq_len // (self.image_tokens + 2)
+        return fit - 1 if modality == "image" else fit
+
     def describe(self) -> dict[str, Any]:
         n = sum(p.numel() for p in self.parameters())
         return {"recipe": self.recipe, "parameters": n}

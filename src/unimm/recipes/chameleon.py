@@ -204,12 +204,6 @@ class ChameleonModel(UnifiedModel):
         """The ids filling the slots of a prompt's images: their codes."""
         return self.encode_images(images)
 
-    def max_prompt_images(self, modality: Modality) -> int:
-        """How many images a prompt may hold: each takes h*w codes + 2 markers, and an image
-        to generate needs room for one more."""
-        fit = self.parts.config.model.max_seq_len // (self.image_tokens + 2)
-        return fit - 1 if modality == "image" else fit
-
     def check_prompts(self, prompts: list[list[Segment]], modality: Modality) -> None:
         check_prompts(prompts, self.image_resolution, self.max_prompt_images(modality))
 

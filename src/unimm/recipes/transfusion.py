@@ -223,7 +223,7 @@ class TransfusionModel(UnifiedModel):
         seed: Seed = 0,
     ) -> list[Segment]:
         sampling = sampling or SamplingConfig()
-        check_prompts(prompts, self.image_resolution)
+        check_prompts(prompts, self.image_resolution, self.max_prompt_images(modality))
         gen = make_rng(seed, len(prompts))
         if modality == "image":
             return self._generate_images(prompts, sampling, gen)
