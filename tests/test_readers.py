@@ -56,15 +56,48 @@ def folder(tmp_path_factory):
 
 def test_folder_matches_the_world_it_came_from_and_counts_bad(folder):
     bad = BadSamples()
-    got = list(islice(jsonl_folder(folder, 64, bad)(0), 3))
+    got = list(islice(jsonl_folder(folder, 64, bad)(0), 6))
     world = list(islice(world_samples("train", 0), 6))
-    assert [s.meta["index"] for s in got] == [0, 2, 5]
+    # Lines 1, 3 and 4 are bad: each slot is filled by the next good line.
+    assert [s.meta["index"] for s in got] == [0, 2, 2, 5, 5, 5]
     assert all(same(g, world[g.meta["index"]]) for g in got)
     assert bad == {"unreadable image": 1, "missing text": 1, "JSON": 1}
     assert "3 bad samples skipped" in bad.report()
-    # A pure function of the index: starting at 2 gives the same stream from there.
-    again = next(jsonl_folder(folder, 64, BadSamples())(2))
-    assert same(again, got[1])
+
+
+def streams_agree(src, n: int) -> None:
+    """source(k) continues where source(0) is after k samples, for every k (what the trainer's
+    resume and rank slicing rely on), bad samples included."""
+    whole = list(islice(src(0), n))
+    for k in range(1, n):
+        tail = list(islice(src(k), n - k))
+        assert [s.meta["index"] for s in tail] == [s.meta["index"] for s in whole[k:]], k
+        assert all(same(a, b) for a, b in zip(tail, whole[k:], strict=True)), k
+
+
+def test_a_source_with_bad_samples_is_a_pure_function_of_the_index(folder, tmp_path):
+    streams_agree(jsonl_folder(folder, 64, BadSamples()), 14)  # past the end: epoch 2
+    images = [np.full((64, 64, 3), v, dtype=np.uint8) for v in (0, 80, 160)]
+    with wds.TarWriter(str(tmp_path / "shard.tar")) as w:
+        w.write({"__key__": "a", "png": png(images[0]), "txt": "one"})
+        w.write({"__key__": "b", "png": b"broken", "txt": "two"})
+        w.write({"__key__": "c", "png": png(images[1]), "txt": ""})
+        w.write({"__key__": "d", "png": png(images[2]), "txt": "four"})
+    streams_agree(webdataset_shards(str(tmp_path / "shard.tar"), 64, BadSamples()), 9)
+
+
+def test_records_of_the_wrong_shape_are_bad_samples_not_crashes(tmp_path):
+    folder = tmp_path / "export"
+    export_world(folder, 2, progress=False)
+    good = (folder / "samples.jsonl").read_text().splitlines()
+    rec = json.loads(good[0])
+    odd = ["[1, 2]", json.dumps({**rec, "targets": 3}), json.dumps({**rec, "segments": ["x"]}),
+           json.dumps({**rec, "targets": ["a"]}), b"\xff\xfe".decode("latin-1")]  # fmt: skip
+    (folder / "samples.jsonl").write_text("\n".join([*odd, good[1]]) + "\n")
+    bad = BadSamples()
+    got = list(islice(jsonl_folder(folder, 64, bad)(0), 6))
+    assert [s.meta["index"] for s in got] == [5] * 6
+    assert sum(bad.values()) == 5, bad
 
 
 def test_wrong_resolution_is_a_bad_sample(folder):
@@ -84,11 +117,29 @@ def test_webdataset_shard_with_a_broken_image(tmp_path):
         w.write({"__key__": "c", "png": png(images[2][:32, :32]), "txt": "too small"})
         w.write({"__key__": "d", "png": png(images[3]), "txt": "a green triangle"})
     bad = BadSamples()
-    got = list(islice(webdataset_shards(str(tmp_path / "shard-0.tar"), 64, bad)(0), 3))
+    got = list(islice(webdataset_shards(str(tmp_path / "shard-0.tar"), 64, bad)(0), 5))
     texts = [s.segments[0].text for s in got]
-    assert texts == ["a red circle", "a green triangle", "a red circle"]  # wraps to the start
+    # b and c are bad: their slots hold d, the next good pair; then it wraps to the start.
+    assert texts == ["a red circle"] + ["a green triangle"] * 3 + ["a red circle"]
     assert np.array_equal(got[1].segments[1].pixels, images[3])
     assert bad == {"unreadable image": 1, "wrong size": 1}
+
+
+def test_missing_and_truncated_shards_are_counted_not_fatal(tmp_path):
+    with wds.TarWriter(str(tmp_path / "good.tar")) as w:
+        for k in range(3):
+            w.write({"__key__": f"k{k}", "png": png(np.full((64, 64, 3), k, np.uint8)),
+                     "txt": f"caption {k}"})  # fmt: skip
+    data = (tmp_path / "good.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:1000])  # inside the first image
+    urls = [str(tmp_path / n) for n in ("good.tar", "cut.tar", "missing.tar")]
+    bad = BadSamples()
+    got = list(islice(webdataset_shards(urls, 64, bad)(0), 8))
+    assert {s.segments[0].text for s in got} == {f"caption {k}" for k in range(3)}
+    # The cut shard and the missing one, each reported when the shards are first counted (the
+    # cut shard's last pair may also arrive without its caption: a "missing text" sample).
+    assert bad["unreadable shard"] >= 2 and set(bad) <= {"unreadable shard", "missing text"}
+    assert "unreadable shard" in bad.report()
 
 
 def test_mixture_is_a_pure_function_of_the_index(folder):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -33,24 +34,51 @@ def script(out: Path, resume: bool, *kv: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
+def complete_rows(log: Path) -> list[dict]:
+    text = log.read_text() if log.exists() else ""
+    return [json.loads(x) for x in text.splitlines(keepends=True) if x.endswith("\n")]
+
+
+def test_kill_9_at_a_random_moment_then_resume_matches_uninterrupted_run(tmp_path):
+    # A random moment: after k of the 8 steps have logged, plus a random fraction of a step,
+    # so the kill lands anywhere (mid-step, mid-checkpoint-write, before the first checkpoint).
+    # The seed is in every failure message, so a failure can be replayed.
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    k, frac = rng.randint(1, 6), rng.random()
     kv = ("steps=8", "save_every=2")
     victim = script(tmp_path / "killed", False, *kv)
     deadline = time.time() + 240  # a loaded machine starts python + torch slowly
-    while not (tmp_path / "killed/state/step-0000004").exists() and victim.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.01)
+    while len(rows := complete_rows(tmp_path / "killed/train_log.jsonl")) < k:
+        assert victim.poll() is None and time.time() < deadline, f"seed {seed}"
+        time.sleep(0.005)
+    time.sleep(frac * rows[-1]["seconds"] / rows[-1]["step"])  # within about one more step
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert not (tmp_path / "killed/state/step-0000008").exists()  # it really died mid-run
+    # It really died mid-run: the final checkpoint was never written.
+    assert not (tmp_path / "killed/state/step-0000008").exists(), f"seed {seed}"
     resumed = script(tmp_path / "killed", True, *kv)
     assert resumed.wait(240) == 0, resumed.stdout.read().decode()
     train_model(
         tiny_model(), tiny_train_config(steps=8), stream, tmp_path / "whole", progress=False
     )
     got, want = losses(tmp_path / "killed"), losses(tmp_path / "whole")
-    assert [s for s, _ in got] == list(range(1, 9))
-    assert got == want  # bit-for-bit: same data position, RNG, optimizer state
+    assert [s for s, _ in got] == list(range(1, 9)), f"seed {seed}, k {k}, frac {frac}"
+    # Bit-for-bit: same data position, RNG, optimizer state.
+    assert got == want, f"seed {seed}, k {k}, frac {frac}"
+
+
+def test_resume_drops_a_log_line_torn_by_the_kill(tmp_path):
+    cfg = tiny_train_config(steps=4, save_every=2)
+    train_model(tiny_model(), cfg, stream, tmp_path / "whole", progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "whole", run)
+    # As if killed at step 4: its checkpoint never happened, its log line half written.
+    shutil.rmtree(run / "state/step-0000004")
+    log = run / "train_log.jsonl"
+    log.write_text(log.read_text()[:-25])
+    train_model(tiny_model(), cfg, stream, run, progress=False, resume=True)
+    assert losses(run) == losses(tmp_path / "whole")
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -77,3 +78,4 @@ def test_tensorboard_and_progress_bar(tmp_path, capsys):
     assert rows[-1]["tokens_per_s"] > 0
     bar = capsys.readouterr().err
     assert "loss=" in bar and "tok_s=" in bar and "2/2" in bar
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", bar)  # elapsed<ETA

@@ -4,9 +4,12 @@ format `unimm world` writes), WebDataset tar shards, and a weighted mixture of s
 Every reader is a *source*: a function start_index -> endless iterator of Samples, a pure
 function of the index, which is what the trainer needs to give each rank a fixed slice of every
 global batch and to resume at the recorded position. Nothing is loaded into memory beyond one
-sample. Bad samples (unreadable image, missing text, wrong size, broken JSON) are skipped and
-counted per reason in a `BadSamples` tally the caller reports; a source made only of bad samples
-raises instead of spinning.
+sample (plus, for JSONL, one byte offset per line, so seeking to an index is one `seek`). Bad
+samples (unreadable image, missing text, wrong size, broken JSON) are skipped and counted per
+reason in a `BadSamples` tally the caller reports; the slot of a bad sample is filled by the next
+good one, so sample i is the first good record at or after i and `source(k)` continues exactly
+where `source(0)` is after k samples (what makes resume and rank slicing exact on dirty data).
+A source made only of bad samples raises instead of spinning.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import io
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
 
@@ -64,11 +68,43 @@ def parse_record(record: dict, load: Callable[[str], np.ndarray], resolution: in
 
 
 def _reason(e: Exception) -> str:
+    if not isinstance(e, ValueError):  # a record of the wrong shape (a list, a string target...)
+        return "malformed record"
     text = str(e)
-    for key in ("wrong size", "missing text", "not found", "segments", "JSON"):
+    for key in ("wrong size", "missing text", "not found", "segment", "JSON"):
         if key in text:
             return key
     return "unreadable image"
+
+
+def _fill_bad_slots(
+    records: Iterable[tuple[int, object]],
+    decode: Callable[[object], Sample],
+    bad: BadSamples,
+    n_records: int,
+    where: object,
+) -> Iterator[Sample]:
+    """(index, raw record) -> Samples, one per index: a bad record's slot (and every bad one
+    before the next good record) is filled by that next good record, so the stream from any
+    start index is a pure function of the index."""
+    pending = 0  # slots of bad records waiting for the next good one
+    for i, raw in records:
+        try:
+            sample = decode(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad["JSON"] += 1
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # never fatal
+            bad[_reason(e)] += 1
+        else:
+            sample.meta["index"] = i
+            for _ in range(pending):
+                yield replace(sample, meta=dict(sample.meta))
+            pending = 0
+            yield sample
+            continue
+        pending += 1
+        if pending >= n_records:
+            raise ValueError(f"every sample in {where} is bad: {bad.report()}")
 
 
 def jsonl_folder(folder: str | Path, resolution: int, bad: BadSamples) -> Source:
@@ -78,52 +114,52 @@ def jsonl_folder(folder: str | Path, resolution: int, bad: BadSamples) -> Source
     path = folder / "samples.jsonl"
     if not path.is_file():
         raise ValueError(f"{folder} has no samples.jsonl")
-    with path.open() as f:
-        n_lines = sum(1 for _ in f)
+    offsets = [0]  # byte offset of every line: seeking is one f.seek, not a scan
+    with path.open("rb") as f:
+        for line in f:
+            offsets.append(offsets[-1] + len(line))
+    starts = np.asarray(offsets[:-1], dtype=np.int64)
+    n_lines = len(starts)
     if n_lines == 0:
         raise ValueError(f"{path} is empty")
 
-    def lines(start: int) -> Iterator[tuple[int, str]]:
+    def lines(start: int) -> Iterator[tuple[int, bytes]]:
         i = start
         while True:  # epochs repeat the file in order
-            with path.open() as f:
-                for k, line in enumerate(f):
-                    if k >= i % n_lines:
-                        yield i, line
-                        i += 1
+            with path.open("rb") as f:
+                f.seek(int(starts[i % n_lines]))
+                for line in f:
+                    yield i, line
+                    i += 1
+
+    def decode(line: bytes) -> Sample:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError("JSON line is not an object")
+        return parse_record(record, lambda p: load_image(folder / p, None), resolution)
 
     def read(start: int) -> Iterator[Sample]:
-        misses = 0
-        for i, line in lines(start):
-            try:
-                record = json.loads(line)
-                sample = parse_record(record, lambda p: load_image(folder / p, None), resolution)
-            except json.JSONDecodeError:
-                bad["JSON"] += 1
-            except ValueError as e:
-                bad[_reason(e)] += 1
-            else:
-                misses = 0
-                sample.meta["index"] = i
-                yield sample
-                continue
-            misses += 1
-            if misses >= n_lines:
-                raise ValueError(f"every sample in {path} is bad: {bad.report()}")
+        return _fill_bad_slots(lines(start), decode, bad, n_lines, path)
 
     return read
 
 
 def webdataset_shards(urls: str | list[str], resolution: int, bad: BadSamples) -> Source:
     """WebDataset tar shards of (image .png/.jpg, caption .txt) pairs -> text-to-image samples.
-    Index i is the i-th pair of the shards in order, modulo their total (counted once)."""
+    Index i is the i-th pair of the shards in order, modulo their total (counted once). A shard
+    that cannot be read (missing, truncated tar) is counted once, as "unreadable shard", when the
+    pairs are counted; the pairs it still yields are used."""
     import webdataset as wds
     from PIL import Image as PILImage
 
-    def pairs():
-        return wds.WebDataset(urls, shardshuffle=False, handler=wds.warn_and_continue)
+    def count_shard_error(exn: Exception) -> bool:
+        bad["unreadable shard"] += 1
+        return True  # continue with the next member / shard
 
-    total = sum(1 for _ in pairs())
+    def pairs(handler=lambda exn: True):  # read passes: shard errors were counted already
+        return wds.WebDataset(urls, shardshuffle=False, handler=handler, empty_check=False)
+
+    total = sum(1 for _ in pairs(count_shard_error))
     if total == 0:
         raise ValueError(f"no samples in {urls}")
 
@@ -142,24 +178,16 @@ def webdataset_shards(urls: str | list[str], resolution: int, bad: BadSamples) -
         _check_pixels(pixels, resolution)
         return Sample([Text(text), Image(pixels)], (1,), "t2i")
 
-    def read(start: int) -> Iterator[Sample]:
-        i, misses = start, 0
+    def records(start: int) -> Iterator[tuple[int, dict]]:
+        i = start
         while True:
             for k, rec in enumerate(pairs()):
-                if k < i % total:
-                    continue
-                try:
-                    sample = decode(rec)
-                except ValueError as e:
-                    bad[_reason(e)] += 1
-                    misses += 1
-                    if misses >= total:
-                        raise ValueError(f"every sample in {urls} is bad: {bad.report()}") from None
-                else:
-                    misses = 0
-                    sample.meta["index"] = i
-                    yield sample
-                i += 1
+                if k >= i % total:
+                    yield i, rec
+                    i += 1
+
+    def read(start: int) -> Iterator[Sample]:
+        return _fill_bad_slots(records(start), decode, bad, total, urls)
 
     return read
 

@@ -12,12 +12,17 @@ EVAL_LOG = "eval_log.jsonl"
 
 
 def _rows(path: Path) -> list[dict]:
+    """The log's rows; an unfinished last line (a run killed mid-write, or one still writing) is
+    left out, any other line that is not JSON is an error."""
+    lines = path.read_text().splitlines(keepends=True)
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
+                if n == len(lines) and not line.endswith("\n"):
+                    break
                 raise ValueError(f"{path} line {n} is not JSON") from None
     return rows
 

@@ -47,7 +47,8 @@ def init_from_env() -> Dist:
         if torch.cuda.is_available():
             # Per-device backends: CUDA tensors over nccl, anything on the CPU still over gloo.
             backend = "cpu:gloo,cuda:nccl"
-            torch.cuda.set_device(local)
+            if local < torch.cuda.device_count():  # more processes than GPUs: CPU training
+                torch.cuda.set_device(local)
         dist.init_process_group(backend)
     return Dist(rank, world, local)
 
@@ -85,11 +86,16 @@ def parallelize(model: nn.Module, cfg: TrainConfig, d: Dist) -> nn.Module:
     step = LossModule(model)
     if not d.enabled:
         return step
+    # Wrap for the device the weights are on, not for whatever the machine has: a CPU model on
+    # a CUDA machine trains over gloo (DDP rejects device_ids for it, and FSDP2's default CUDA
+    # mesh would move the weights away from the CPU batches).
+    device = next(model.parameters()).device
     if cfg.parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [d.local_rank] if torch.cuda.is_available() else None
+        device_ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(step, device_ids=device_ids)
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     # bf16 compute with fp32 gradient reduction (the usual FSDP2 mixed-precision policy).
@@ -98,9 +104,10 @@ def parallelize(model: nn.Module, cfg: TrainConfig, d: Dist) -> nn.Module:
         reduce_dtype=torch.float32,
     )
     frozen = {p for p in model.parameters() if not p.requires_grad}
+    mesh = init_device_mesh(device.type, (d.world_size,))
     for block in _blocks(model):
-        fully_shard(block, mp_policy=mp)
-    fully_shard(step, mp_policy=mp, ignored_params=frozen)
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(step, mesh=mesh, mp_policy=mp, ignored_params=frozen)
     return step
 
 

@@ -11,6 +11,7 @@ skip the update and abort after cfg.max_nonfinite in a row.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,22 @@ def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
             f"train.grad_accum={cfg.grad_accum} equal micro-batches"
         )
     return cfg.batch_size // parts
+
+
+def read_log(path: Path) -> list[dict]:
+    """The rows of a train_log.jsonl; a line a kill -9 tore mid-write (not JSON, or cut short)
+    is dropped, since the run resumes from a checkpoint at or before it anyway."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows
 
 
 class _Cursor:
@@ -135,13 +152,13 @@ def train_model(
         first = meta["step"] + 1
         tokens_seen, seconds_before = meta["tokens"], meta["seconds"]
         bad_in_row, bad_total = meta["nonfinite_in_row"], meta["nonfinite_total"]
-        if log_path.exists():
-            old = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
-            rows = [r for r in old if r["step"] <= meta["step"]]
+        rows = [r for r in read_log(log_path) if r["step"] <= meta["step"]]
         if d.is_main:
             print(f"[unimm] resumed from {path} (step {meta['step']})", flush=True)
-    if d.is_main:
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if d.is_main:  # temporary + rename: a kill here leaves the old log, not half of it
+        tmp = log_path.with_name(log_path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, log_path)
     tb = None
     if cfg.tensorboard and d.is_main:
         from torch.utils.tensorboard import SummaryWriter
