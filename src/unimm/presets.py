@@ -16,6 +16,7 @@ from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
+from unimm.recipes.transfusion_config import TransfusionConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.vae import VAEConfig
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig
@@ -48,6 +49,7 @@ class RunConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
     janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
+    transfusion: TransfusionConfig = field(default_factory=TransfusionConfig)
 
 
 def _tiny() -> RunConfig:
