@@ -102,6 +102,24 @@ def test_generate_and_checkpoint_round_trip(tmp_path):
     assert isinstance(answers[0], str)
 
 
+@pytest.mark.parametrize("mar_steps", [3, 16, 40])
+def test_every_token_is_drawn_once_whatever_the_step_count(monkeypatch, mar_steps):
+    # 16 tokens per image: with more steps than tokens every token must still be revealed.
+    import unimm.recipes.diffusion_head as recipe
+
+    drawn = []
+
+    def counting(head, z_cond, *args):
+        drawn.append(z_cond.shape[0])
+        return sample_tokens(head, z_cond, *args)
+
+    monkeypatch.setattr(recipe, "sample_tokens", counting)
+    model = make_model(mar_steps=mar_steps)
+    prompts = [[Text("a red circle")], [Text("two green triangles")]]
+    model.generate(prompts, "image", SamplingConfig(cfg_scale=1.0), seed=0)
+    assert sum(drawn) == 2 * model.image_tokens and len(drawn) <= mar_steps
+
+
 def test_transfusion_patching_options_are_refused():
     assert make_model().parts.config.transfusion == TransfusionConfig()
     with pytest.raises(ValueError, match="not for mar"):
