@@ -256,3 +256,25 @@ def test_patching_options_are_checked():
         make_model(transfusion=TransfusionConfig(patch=3))
     with pytest.raises(ValueError):
         TransfusionConfig(patching="conv")
+
+
+def test_training_drops_the_text_condition_of_image_targets_only():
+    # Classifier-free guidance: with train.cfg_dropout a text-to-image row loses its prompt (its
+    # sequence is then the unconditional prompt <bos> <boi> the sampler uses), VQA rows never do.
+    model = make_model()
+    cfg = model.parts.config
+    tok, data = model.text_tok, samples(6)
+    for p_drop, dropped in ((0.0, False), (0.99, True)):
+        model.parts.config = replace(cfg, train=replace(cfg.train, cfg_dropout=p_drop))
+        batch, _ = model.layout(data, random.Random(0))
+        for row, sample in zip(batch.ids.tolist(), data, strict=True):
+            head = row[: row.index(tok.boi_id) + 1] if tok.boi_id in row else row
+            prompt_text = [i for i in head if i not in (tok.bos_id, tok.boi_id)]
+            if sample.task == "t2i":
+                assert (head == [tok.bos_id, tok.boi_id]) == dropped
+                assert bool(prompt_text) != dropped
+            else:
+                assert tok.decode([i for i in row if i != tok.pad_id]).count("what color?") == 1
+    # without an rng (evaluation, prompts) nothing is dropped whatever the rate
+    batch, _ = model.layout(data)
+    assert (batch.ids[1, :2] != torch.tensor([tok.bos_id, tok.boi_id])).any()
