@@ -1,5 +1,6 @@
-"""Image-generation throughput: flow recipes (Transfusion, pixels and VAE latents) vs the AR
-recipe (chameleon), all at the `small` preset, timed in the same process.
+"""Image-generation throughput: the continuous recipes (Transfusion on pixels and VAE latents,
+JanusFlow and the MAR head on VAE latents) vs the AR recipe (chameleon), all at the `small`
+preset, timed in the same process.
 
 Run (from the repo root; about a minute on one thread):
 
@@ -7,8 +8,9 @@ Run (from the repo root; about a minute on one thread):
         --images 64 --steps 8 20
 
 Weights are random: the cost of generating an image does not depend on them (AR always draws
-64 codes; a flow sampler always runs its steps). Prints images/s and the ratio to AR. Both use
-CFG (a conditional and an unconditional row per image) and a KV cache for the prompt.
+64 codes; a flow sampler always runs its steps; MAR always runs head.mar_steps backbone passes
+and head.head_steps head steps). Prints images/s and the ratio to AR. All use CFG (a
+conditional and an unconditional row per image) and a KV cache for the prompt.
 Results: BENCHMARKS.md, "Continuous family".
 """
 
@@ -24,6 +26,8 @@ from unimm.pipeline import world_texts
 from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
+from unimm.recipes.diffusion_head import DiffusionHeadModel
+from unimm.recipes.janusflow import JanusFlowModel
 from unimm.recipes.parts import Parts
 from unimm.recipes.transfusion import TransfusionModel
 from unimm.tokenizers.pixel_patches import PixelPatches
@@ -72,6 +76,17 @@ def main() -> None:
             rate = images_per_s(model, args.images, args.batch)
             label = f"transfusion {name}, {steps} Euler"
             print(f"{label:34s} {rate:7.2f} {rate / base:6.2f}x", flush=True)
+    vae = tokenizers["VAE 8x8x4"]
+    for steps in args.steps:
+        run = replace(tf_cfg, recipe="janusflow", flow=replace(tf_cfg.flow, num_steps=steps))
+        rate = images_per_s(JanusFlowModel(Parts(run, text, vae)).eval(), args.images, args.batch)
+        label = f"janusflow VAE 8x8x4, {steps} Euler"
+        print(f"{label:34s} {rate:7.2f} {rate / base:6.2f}x", flush=True)
+    run = replace(tf_cfg, recipe="mar")
+    rate = images_per_s(DiffusionHeadModel(Parts(run, text, vae)).eval(), args.images, args.batch)
+    head = run.head
+    label = f"mar VAE, {head.mar_steps} passes x {head.head_steps} head"
+    print(f"{label:34s} {rate:7.2f} {rate / base:6.2f}x", flush=True)
 
 
 if __name__ == "__main__":

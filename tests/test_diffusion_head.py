@@ -20,16 +20,18 @@ from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.diffusion_head import DiffusionHeadModel
 from unimm.recipes.parts import Parts
+from unimm.recipes.transfusion_config import TransfusionConfig
 from unimm.tokenizers.pixel_patches import PatchConfig, PixelPatches
 from unimm.tokenizers.text import TextTokenizer
 
 from .test_transfusion import CORPUS, rand_image, samples
 
 
-def make_model(seed: int = 0, **head) -> DiffusionHeadModel:
+def make_model(seed: int = 0, overrides: tuple[str, ...] = (), **head) -> DiffusionHeadModel:
     torch.manual_seed(seed)
-    cfg = get_run_config("tiny", ["recipe=mar"])
-    cfg = replace(cfg, head=HeadConfig(width=32, n_blocks=1, mar_steps=4, head_steps=3, **head))
+    cfg = get_run_config("tiny", ["recipe=mar", *overrides])
+    head = {"width": 32, "n_blocks": 1, "mar_steps": 4, "head_steps": 3, **head}
+    cfg = replace(cfg, head=HeadConfig(**head))
     text = TextTokenizer.train(CORPUS, cfg.text_vocab_size)
     image = PixelPatches(PatchConfig(patch=16, shift=0.5, scale=0.5))
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=text.vocab_size), patches=image.config)
@@ -98,3 +100,27 @@ def test_generate_and_checkpoint_round_trip(tmp_path):
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(out, again, strict=True))
     answers = loaded.answer([rand_image(0)], ["what color?"])
     assert isinstance(answers[0], str)
+
+
+@pytest.mark.parametrize("mar_steps", [3, 16, 40])
+def test_every_token_is_drawn_once_whatever_the_step_count(monkeypatch, mar_steps):
+    # 16 tokens per image: with more steps than tokens every token must still be revealed.
+    import unimm.recipes.diffusion_head as recipe
+
+    drawn = []
+
+    def counting(head, z_cond, *args):
+        drawn.append(z_cond.shape[0])
+        return sample_tokens(head, z_cond, *args)
+
+    monkeypatch.setattr(recipe, "sample_tokens", counting)
+    model = make_model(mar_steps=mar_steps)
+    prompts = [[Text("a red circle")], [Text("two green triangles")]]
+    model.generate(prompts, "image", SamplingConfig(cfg_scale=1.0), seed=0)
+    assert sum(drawn) == 2 * model.image_tokens and len(drawn) <= mar_steps
+
+
+def test_transfusion_patching_options_are_refused():
+    assert make_model().parts.config.transfusion == TransfusionConfig()
+    with pytest.raises(ValueError, match="not for mar"):
+        make_model(overrides=("transfusion.patching=unet",))

@@ -14,17 +14,20 @@ from unimm.data.sequence import IMAGE
 from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.parts import Parts
+from unimm.recipes.patching import LinearPatching, UNetDown, UNetUp
 from unimm.recipes.transfusion import TransfusionModel
+from unimm.recipes.transfusion_config import TransfusionConfig
 from unimm.tokenizers.pixel_patches import PatchConfig, PixelPatches
 from unimm.tokenizers.text import TextTokenizer
 
 CORPUS = ["a red circle", "a blue square left of a green triangle", "what color?", "red"] * 30
 
 
-def make_model(seed: int = 0, **flow) -> TransfusionModel:
+def make_model(seed: int = 0, transfusion: TransfusionConfig | None = None, **flow):
     torch.manual_seed(seed)
     cfg = get_run_config("tiny", ["recipe=transfusion"])
     cfg = replace(cfg, flow=replace(cfg.flow, num_steps=3, **flow))
+    cfg = replace(cfg, transfusion=transfusion or TransfusionConfig())
     text = TextTokenizer.train(CORPUS, cfg.text_vocab_size)
     image = PixelPatches(PatchConfig(patch=16, shift=0.5, scale=0.5))
     cfg = replace(cfg, model=replace(cfg.model, vocab_size=text.vocab_size), patches=image.config)
@@ -188,3 +191,90 @@ def test_sampling_steps_override_the_checkpoint_steps():
     default = model.generate(p, "image", SamplingConfig(), seed=0)[0].pixels  # config: 3 steps
     one = model.generate(p, "image", SamplingConfig(steps=1), seed=0)[0].pixels
     assert np.array_equal(three, default) and not np.array_equal(one, default)
+
+
+def test_linear_patching_groups_p_by_p_cells_and_inverts():
+    # With identity weights the in-projection is space-to-depth and the out-projection undoes it.
+    x = torch.randn(2, 16, 3)  # a 4x4 grid of 3-channel cells
+    inp = LinearPatching(3, 12, (4, 4), 2, inward=True)
+    out = LinearPatching(12, 3, (4, 4), 2, inward=False)
+    for lin in (inp, out):
+        torch.nn.init.eye_(lin.weight)
+        torch.nn.init.zeros_(lin.bias)
+    tokens = inp(x)
+    assert tokens.shape == (2, 4, 12)
+    # token 0 holds grid cells (0, 0), (0, 1), (1, 0), (1, 1) and nothing else
+    cells = x.view(2, 4, 4, 3)[:, :2, :2].reshape(2, 4, 3)
+    assert torch.equal(tokens[:, 0].sort(-1).values, cells.flatten(1).sort(-1).values)
+    assert torch.equal(out(tokens), x)
+    one = LinearPatching(3, 5, (4, 4), 1, inward=True)
+    assert torch.equal(one(x), torch.nn.functional.linear(x, one.weight, one.bias))
+
+
+def test_unet_blocks_shapes_time_conditioning_and_zero_start():
+    down, up = UNetDown(3, 16, 8, (4, 4), 2, 1), UNetUp(3, 16, 8, (4, 4), 2, 1)
+    x, c = torch.randn(2, 16, 3), torch.randn(2, 16)
+    tokens = down(x, c)
+    assert tokens.shape == (2, 4, 16)
+    assert not torch.allclose(tokens, down(x, c + 1))  # the time embedding reaches the tokens
+    assert torch.equal(up(tokens, c), torch.zeros(2, 16, 3))  # zero-initialised last conv
+    torch.nn.init.normal_(up.conv_out.weight, std=0.1)
+    v = up(tokens, c)
+    assert v.shape == (2, 16, 3) and not torch.allclose(v, up(tokens, c + 1))
+
+
+@pytest.mark.parametrize("patching", ["linear", "unet"])
+def test_patch_2_train_step_sample_and_checkpoint(tmp_path, patching):
+    tf = TransfusionConfig(patching=patching, patch=2, unet_width=16)
+    model = make_model(transfusion=tf)
+    batch, latents = model.layout(samples(2))
+    # a 4x4 grid in 2x2 patches: 4 sequence slots per image, the latents keep their 16 cells
+    assert int((batch.modality == IMAGE).sum(1)[1]) == 4 and latents.shape[1] == 16
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    data, losses = samples(8), []
+    for step in range(20):
+        out = model.loss(data, torch.Generator().manual_seed(step % 2))
+        losses.append(float(out["loss"].detach()))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert out["loss_image"] > 0 and losses[-1] < 0.7 * losses[0]
+    model.eval()
+    prompts = [[Text("a red circle")], [Text("a blue square left of a green triangle")]]
+    images = model.generate(prompts, "image", SamplingConfig(cfg_scale=2.0), seed=1)
+    assert all(o.pixels.shape == (64, 64, 3) for o in images)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = TransfusionModel.from_pretrained(tmp_path / "ckpt")
+    assert loaded.parts.config.transfusion == tf
+    again = loaded.generate(prompts, "image", SamplingConfig(cfg_scale=2.0), seed=1)
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(images, again, strict=True))
+
+
+def test_patching_options_are_checked():
+    with pytest.raises(ValueError, match="does not divide"):
+        make_model(transfusion=TransfusionConfig(patch=3))
+    with pytest.raises(ValueError):
+        TransfusionConfig(patching="conv")
+
+
+def test_training_drops_the_text_condition_of_image_targets_only():
+    # Classifier-free guidance: with train.cfg_dropout a text-to-image row loses its prompt (its
+    # sequence is then the unconditional prompt <bos> <boi> the sampler uses), VQA rows never do.
+    model = make_model()
+    cfg = model.parts.config
+    tok, data = model.text_tok, samples(6)
+    for p_drop, dropped in ((0.0, False), (0.99, True)):
+        model.parts.config = replace(cfg, train=replace(cfg.train, cfg_dropout=p_drop))
+        batch, _ = model.layout(data, random.Random(0))
+        for row, sample in zip(batch.ids.tolist(), data, strict=True):
+            head = row[: row.index(tok.boi_id) + 1] if tok.boi_id in row else row
+            prompt_text = [i for i in head if i not in (tok.bos_id, tok.boi_id)]
+            if sample.task == "t2i":
+                assert (head == [tok.bos_id, tok.boi_id]) == dropped
+                assert bool(prompt_text) != dropped
+            else:
+                assert tok.decode([i for i in row if i != tok.pad_id]).count("what color?") == 1
+    # without an rng (evaluation, prompts) nothing is dropped whatever the rate
+    batch, _ = model.layout(data)
+    assert (batch.ids[1, :2] != torch.tensor([tok.bos_id, tok.boi_id])).any()

@@ -17,6 +17,7 @@ from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
+from unimm.recipes.transfusion_config import TransfusionConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.semantic import SemanticConfig
 from unimm.tokenizers.vae import VAEConfig
@@ -59,6 +60,7 @@ class RunConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
     janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
+    transfusion: TransfusionConfig = field(default_factory=TransfusionConfig)
     janus: JanusConfig = field(default_factory=JanusConfig)
     # The contrastively trained image encoder of the decoupled recipes (SigLIP's role).
     semantic: SemanticConfig = field(default_factory=SemanticConfig)

@@ -93,7 +93,7 @@ class DiffusionHeadModel(TransfusionModel):
         masked = torch.ones(B, N, dtype=torch.bool)
         order = rand((B, N), gen).argsort(dim=1)  # reveal order per image, from its own row
         revealed = 0
-        for k in range(min(steps, N)):
+        for k in range(steps):  # with steps > N some steps reveal nothing and cost nothing
             n_new = N - masked_after_step(k, steps, N) - revealed
             if n_new <= 0:
                 continue

@@ -10,6 +10,9 @@ prediction, t = 0 noise, t = 1 data (unimm.paradigms.flow).
 Images enter as linear projections of their patches (raw pixels here; a VAE's latents with the
 same interface), plus a learned (row, col) embedding and the embedding of the image's time t,
 added to every patch token. The same linear layer reads velocities out at image positions.
+The paper's U-Net option (transfusion.patching = "unet", unimm.recipes.patching) puts
+time-conditioned U-Net down blocks in and up blocks out instead; transfusion.patch = p makes
+one backbone token cover p x p cells of the tokenizer's grid (N / p^2 image slots).
 An image the model must generate is noised to a random t; an image given as context
 (understanding: VQA, captions) is clean, t = 1, so understanding is next-token prediction given
 the clean image's patches in the sequence.
@@ -48,6 +51,7 @@ from unimm.paradigms.rng import Rng, Seed, make_rng, randn
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
 from unimm.recipes.chameleon import check_prompts
 from unimm.recipes.parts import Parts, load_parts, save_parts
+from unimm.recipes.patching import LinearPatching, UNetDown, UNetUp
 from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAETokenizer
@@ -66,17 +70,28 @@ class TransfusionModel(UnifiedModel):
         self.backbone = Transformer(cfg.model)
         self.flow = FlowMatching(cfg.flow)
         dim, d = cfg.model.dim, parts.image.latent_dim
-        h, w = parts.image.grid
-        self.image_tokens = h * w
-        self.image_in = nn.Linear(d, dim)
-        self.image_out = nn.Linear(dim, d)
+        grid, tf = parts.image.grid, cfg.transfusion
+        p = tf.patch
+        if self.recipe != "transfusion" and (tf.patching != "linear" or p != 1):
+            raise ValueError(f"transfusion.patching / transfusion.patch: not for {self.recipe}")
+        if grid[0] % p or grid[1] % p:
+            raise ValueError(f"transfusion.patch {p} does not divide the image grid {grid}")
+        h, w = grid[0] // p, grid[1] // p
+        self.latent_tokens = grid[0] * grid[1]  # tokens of the image tokenizer
+        self.image_tokens = h * w  # sequence slots per image
+        if tf.patching == "unet":
+            blocks = (d, dim, tf.unet_width, grid, p, tf.unet_blocks)
+            self.image_in, self.image_out = UNetDown(*blocks), UNetUp(*blocks)
+        else:
+            self.image_in = LinearPatching(d, dim, grid, p, inward=True)
+            self.image_out = LinearPatching(dim, d, grid, p, inward=False)
+            # Velocity head starts at zero (DiT's zero-initialised output layer): the first
+            # steps then learn the mean velocity instead of undoing random outputs.
+            nn.init.zeros_(self.image_out.weight)
+            nn.init.zeros_(self.image_out.bias)
         self.time_embed = TimestepEmbedding(dim)
         self.image_row = nn.Parameter(torch.randn(h, 1, dim) * 0.02)
         self.image_col = nn.Parameter(torch.randn(1, w, dim) * 0.02)
-        # Velocity head starts at zero (DiT's zero-initialised output layer): the first steps
-        # then learn the mean velocity instead of undoing random outputs.
-        nn.init.zeros_(self.image_out.weight)
-        nn.init.zeros_(self.image_out.bias)
 
     @property
     def image_resolution(self) -> int:
@@ -110,8 +125,19 @@ class TransfusionModel(UnifiedModel):
         return (self.image_row + self.image_col).flatten(0, 1)
 
     def image_embed(self, latents: Tensor, t: Tensor) -> Tensor:
-        """(M, N, d) latents at times (M,) -> (M, N, D)."""
-        return self.image_in(latents) + self.image_pos() + self.time_embed(t)[:, None]
+        """(M, N_lat, d) latents at times (M,) -> (M, N, D)."""
+        temb = self.time_embed(t)  # (M, D)
+        if isinstance(self.image_in, UNetDown):
+            tokens = self.image_in(latents, temb)
+        else:
+            tokens = self.image_in(latents)
+        return tokens + self.image_pos() + temb[:, None]
+
+    def image_velocity(self, hidden: Tensor, t: Tensor) -> Tensor:
+        """(M, N, D) hidden states of images at times (M,) -> (M, N_lat, d) velocities."""
+        if isinstance(self.image_out, UNetUp):
+            return self.image_out(hidden, self.time_embed(t))
+        return self.image_out(hidden)
 
     # ----- training -------------------------------------------------------------------------
 
@@ -119,7 +145,7 @@ class TransfusionModel(UnifiedModel):
     def encode_images(self, images: list[np.ndarray]) -> Tensor:
         """uint8 images -> (M, N, d) continuous tokens."""
         if not images:
-            n, d = self.image_tokens, self.image_tok.latent_dim
+            n, d = self.latent_tokens, self.image_tok.latent_dim
             return torch.zeros(0, n, d)
         return self.image_tok.encode(to_tensor(images))
 
@@ -154,7 +180,7 @@ class TransfusionModel(UnifiedModel):
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
 
         loss_text = self.text_loss(hidden, batch)
-        pred = self.image_out(hidden[is_image].view(M, self.image_tokens, -1))[target]
+        pred = self.image_velocity(hidden[is_image].view(M, self.image_tokens, -1), t)[target]
         loss_image = self.flow.loss(pred, velocity[target]) if bool(target.any()) else x.sum() * 0
         loss = loss_text + self.parts.config.flow.image_loss_weight * loss_image
         return {
@@ -234,13 +260,14 @@ class TransfusionModel(UnifiedModel):
     ) -> list[Segment]:
         B = len(prompts)
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
-        x = randn((B, self.image_tokens, self.image_tok.latent_dim), gen)
+        x = randn((B, self.latent_tokens, self.image_tok.latent_dim), gen)
         flow = self.parts.config.flow
         sched = make_scheduler(replace(flow, num_steps=sampling.steps or flow.num_steps))
         for t in sched.timesteps:
             xs = torch.cat([x, x]) if guided else x
-            emb = self.image_embed(xs, t.expand(xs.shape[0]))
-            v = self.image_out(self.run_image_span(cache, mask, img_pos, emb)).float()  # (R, N, d)
+            ts = t.expand(xs.shape[0])
+            hidden = self.run_image_span(cache, mask, img_pos, self.image_embed(xs, ts))
+            v = self.image_velocity(hidden, ts).float()  # (R, N_lat, d)
             if guided:
                 v = guided_velocity(v[:B], v[B:], sampling.cfg_scale)
             x = sched.step(v, t, x)
