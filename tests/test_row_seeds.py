@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests import test_chameleon, test_diffusion_head, test_janusflow, test_transfusion
+from tests import (
+    test_chameleon,
+    test_diffusion_head,
+    test_janus,
+    test_janusflow,
+    test_transfusion,
+)
 from tests.test_discrete_diffusion_recipes import make as make_discrete
 from unimm.data.sample import Image, Text
 from unimm.paradigms import rng
@@ -22,6 +28,7 @@ BUILDERS = {
     "transfusion": test_transfusion.make_model,
     "janusflow": test_janusflow.make_model,
     "mar": test_diffusion_head.make_model,
+    "janus": test_janus.make_model,
 }
 
 # Temperature 1 so that every sampler draws; guidance on for images, so that samplers that
