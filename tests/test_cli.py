@@ -215,6 +215,26 @@ def test_edit_interleave_and_interactive_chat(tiny_run, tmp_path, capsys, monkey
     lines = stdout.strip().splitlines()
     assert len(lines) == 3 and lines[2].startswith("[3] how many circles are there? ->")
     assert len(list(folder.glob("*.png"))) == 2
+    bad = "draw a red square, then remove the blue circle"
+    refused = tmp_path / "refused"
+    code, stdout, err = run(capsys, "interleave", str(tiny_run), bad, "--out", str(refused))
+    assert code == 2 and stdout == "" and not refused.exists()
+    assert err.strip() == (
+        "unimm interleave: error: step 2: there is no blue circle to remove "
+        "(the scene so far: a red square)"
+    )
+    code, _, err = run(
+        capsys, "interleave", str(tiny_run), bad, "--out", str(refused), "--no-check"
+    )
+    assert code == 0, err
+    assert len(list(refused.glob("*.png"))) == 2
+    # a starting image is read by the detector, as `unimm edit` reads it
+    start = ["interleave", str(tiny_run), "--image", str(image), "--out", str(tmp_path / "s")]
+    code, _, err = run(capsys, *start, "remove the square, then how many circles?")
+    assert code == 2 and "step 1: there is no square to remove" in err
+    code, stdout, err = run(capsys, *start, "make the square sparkle, then how many squares?")
+    assert code == 0, err  # not a world edit, so not refused though there is no square
+    assert len(stdout.strip().splitlines()) == 2
     inputs = iter(
         [
             f"/image {image}",

@@ -9,13 +9,14 @@ import torch
 
 from tests.test_chameleon import rand_image
 from tests.test_discrete_diffusion_recipes import make
-from unimm.conversation import Turn, conversation_prompt, plan_request
+from unimm.conversation import Turn, check_episode, conversation_prompt, plan_request
 from unimm.data.sample import Image, Sample, Text
 from unimm.data.sequence import build_sequence
 from unimm.evaluate.interleaved import interleaved_scene, judge_episode
 from unimm.recipes.base import SamplingConfig, UnsupportedTask
 from unimm.recipes.registry import RECIPES as RECIPE_CLASSES
 from unimm.world.edits import InstructionError, apply_instruction, edit
+from unimm.world.language import caption
 from unimm.world.render import render
 from unimm.world.scene import Obj, Scene, sample_scene
 
@@ -143,6 +144,77 @@ def test_plan_request():
         plan_request(" , then ")
 
 
+def test_interleaved_edits_naming_absent_or_ambiguous_objects_are_refused():
+    def refusal(request: str) -> str:
+        with pytest.raises(InstructionError) as e:
+            check_episode(plan_request(request))
+        return str(e.value)
+
+    msg = refusal("draw a red square, then remove the blue circle")
+    assert msg.startswith("step 2: there is no blue circle to remove")
+    assert msg.endswith("(the scene so far: a red square)")
+    assert "ambiguous" in refusal("draw two circles, then make the circle green")
+    # each edit is checked against the scene the earlier edits leave, across text steps
+    msg = refusal(
+        "draw a red square, then make the square green, then how many squares?, then "
+        "remove the red square"
+    )
+    assert msg.startswith("step 4: there is no red square to remove")
+    assert refusal("draw a circle, then remove the circle, then move the circle up").startswith(
+        "step 3: there is no circle to move"
+    )
+    assert "ambiguous" in refusal(
+        "draw a red circle, then add a red circle, then remove the red circle"
+    )
+    # a starting image's reading is the scene the first edit works on
+    start = Scene((Obj("circle", "red", 30, 30, 14),))
+    with pytest.raises(InstructionError, match="step 1: there is no square to recolour"):
+        check_episode([("make the square green", "image")], start)
+    check_episode([("make the circle green", "image")], start)
+
+
+def test_interleaved_check_passes_what_it_cannot_prove_absent():
+    for request in [
+        "draw a red square, then add a blue circle, then remove the blue circle",
+        # a caption that leaves colours open: "the red circle" may be either circle
+        "draw two circles, then make the red circle blue, then remove the green circle",
+        "draw a circle and a square, then move the blue square up",
+        # outside the world's grammars: not understood, so not refused, nor anything after it
+        "draw a red square, then make it sparkle, then remove the blue circle",
+        "draw a cat, then remove the blue circle",
+        "remove the blue circle",  # no scene known before it
+    ]:
+        check_episode(plan_request(request))
+    # a later caption sets the scene again
+    with pytest.raises(InstructionError, match="step 3: there is no circle"):
+        check_episode(plan_request("draw a cat, then draw a red square, then remove the circle"))
+
+
+def test_interleaved_check_accepts_every_world_edit_chain():
+    """World episodes are right by construction, so the check must pass them all, whatever the
+    caption leaves open (colour-free, mixed, relation captions), over chains of edits."""
+    chains = 0
+    for i in range(600):
+        rng = random.Random(i)
+        scene = sample_scene(rng, 64, 1, 4, "exclude")
+        steps = [(caption(scene, rng), "image")]
+        for _ in range(3):
+            try:
+                e = edit(scene, rng)
+            except ValueError:
+                break
+            steps.append((e.instruction, "image"))
+            scene = e.target
+        check_episode(steps)
+        chains += len(steps) > 2
+    assert chains > 400
+    from unimm.evaluate.interleaved import episode_steps
+    from unimm.evaluate.understanding import eval_samples
+
+    for sample in eval_samples("interleaved", "eval", 100, 0):
+        check_episode(episode_steps(sample))
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPE_CLASSES))
 def test_edit_chat_and_interleaved_run_end_to_end(recipe):
     model = make_any(recipe)
@@ -158,6 +230,10 @@ def test_edit_chat_and_interleaved_run_end_to_end(recipe):
     assert kinds == [["Image", "Image", "Text"]] * 2
     with pytest.raises(ValueError, match="same modalities"):
         model.interleave([[("a red circle", "image")], [("what?", "text")]])
+    # An edit the earlier steps make impossible is refused before any generation.
+    bad = plan_request("draw a red square, then remove the blue circle, then how many circles?")
+    with pytest.raises(InstructionError, match="episode 2, step 2: there is no blue circle"):
+        model.interleave(episodes + [bad])
     # A history with several images and an earlier reply goes through the same API.
     history = [
         Turn("user", [rand_image(3), "what color is the circle?"]),

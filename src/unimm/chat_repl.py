@@ -24,10 +24,13 @@ def chat_loop(
     model: UnifiedModel,
     sampling: SamplingConfig,
     out_dir: Path,
-    read: Callable[[str], str] = input,
+    read: Callable[[str], str] | None = None,
     write: Callable[[str], None] = print,
 ) -> list[Turn]:
-    """Run the conversation until /quit or end of input; returns the final history."""
+    """Run the conversation until /quit or end of input; returns the final history. read
+    defaults to the builtin input, looked up per call (a default bound at import would miss a
+    test's monkeypatched input once another test has imported this module)."""
+    read = read or input
     history: list[Turn] = []
     pending: list = []  # images attached to the next user message
     drawn = 0

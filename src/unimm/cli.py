@@ -161,12 +161,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Splits a request such as 'draw a red square, then add a blue circle, then "
         "tell me how many squares there are' into steps (draw = an image from a caption, "
         "make/add/remove/move = an edit of the latest image, anything else = a question) and "
-        "runs them in order; images are saved under --out, text is printed.",
+        "runs them in order; images are saved under --out, text is printed. Each edit is "
+        "first checked against the scene the steps before it describe (or the detector's "
+        "reading of --image), so 'draw a red square, then remove the blue circle' is refused "
+        "before any generation (--no-check skips it).",
     )
     v.add_argument("checkpoint")
     v.add_argument("request")
     v.add_argument("--image", help="a starting image for the first step to work on")
     v.add_argument("--out", default="interleaved", help="output folder (default %(default)s)")
+    v.add_argument("--no-check", action="store_true", help="skip the check of the edit steps")
     _sampling_args(v, cfg_default=5.0)
 
     i = sub.add_parser(
@@ -408,16 +412,20 @@ def _run(args: argparse.Namespace) -> None:
         save_image(out[0], args.out)
         print(args.out)
     elif args.command == "interleave":
-        from unimm.conversation import plan_request
+        from unimm.conversation import check_episodes, plan_request
         from unimm.data.images import load_image, save_image
         from unimm.data.sample import Image
 
         model, _ = pipeline.load_checkpoint(args.checkpoint)
         steps = plan_request(args.request)
+        start = None if args.image is None else [load_image(args.image, model.image_resolution)]
+        if not args.no_check:  # a refusal is the one line printed, before the warning
+            check_episodes([steps], start)
         if sum(m == "image" for _, m in steps) > 1:
             _warn_untrained(model, "interleaved")
-        start = None if args.image is None else [load_image(args.image, model.image_resolution)]
-        outputs = model.interleave([steps], start, _sampling(args), seed=args.seed)[0]
+        (outputs,) = model.interleave(
+            [steps], start, _sampling(args), seed=args.seed, validate=False
+        )
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for k, ((text, _), seg) in enumerate(zip(steps, outputs)):

@@ -9,7 +9,8 @@ instruction, edited image, question, answer), so a chat history reads like train
 An interleaved request is a list of steps (text, modality to produce); each output joins the
 context, so step k is conditioned on every earlier step's text *and output*. `plan_request`
 splits a plain-English request ("draw a red square, then add a blue circle, then tell me how
-many squares there are") into such steps.
+many squares there are") into such steps, and `check_episode` refuses, before any model work,
+an edit step that names an object the earlier steps provably did not leave in the scene.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unimm.data.sample import Image, Segment, Text
-from unimm.world.language import parse_prompt
+from unimm.world.edits import InstructionError, Ref, expect_instruction, parse_instruction
+from unimm.world.language import describe, group_key, parse_prompt
+from unimm.world.scene import Scene
 
 MODALITIES = ("text", "image")
 EDIT_VERBS = ("make", "add", "remove", "move")
@@ -65,9 +68,64 @@ def check_steps(steps: list[tuple[str, str]]) -> None:
         raise ValueError("an interleaved request needs at least one step")
     for k, (text, modality) in enumerate(steps):
         if modality not in MODALITIES:
-            raise ValueError(f"step {k}: modality must be 'text' or 'image', got {modality!r}")
+            raise ValueError(f"step {k + 1}: modality must be 'text' or 'image', got {modality!r}")
         if not text.strip():
-            raise ValueError(f"step {k} is empty")
+            raise ValueError(f"step {k + 1} is empty")
+
+
+def _drawn(text: str) -> tuple[Ref, ...] | None:
+    """The objects an image step's caption asks for ("a red square and two circles", with or
+    without a drawing verb), one (colour or None, shape) per object; None if not a caption."""
+    words = text.split()
+    if len(words) > 1 and words[0].lower() in DRAW_VERBS:
+        text = " ".join(words[1:])
+    parsed = parse_prompt(text)
+    if parsed is None:
+        return None
+    return tuple((c, s) for c, s, n in parsed[0] for _ in range(n))
+
+
+def _describe(objects: tuple[Ref, ...]) -> str:
+    counts: dict[Ref, int] = {}
+    for o in objects:
+        counts[o] = counts.get(o, 0) + 1
+    groups = sorted(((c, s, n) for (c, s), n in counts.items()), key=group_key)
+    return describe(groups) if groups else "nothing"
+
+
+def check_episode(steps: list[tuple[str, str]], start: Scene | None = None) -> None:
+    """Walk an interleaved request's image steps over the scene they describe and raise
+    InstructionError ("step 2: there is no blue circle to remove ...") for an edit naming an
+    absent or ambiguous object, before any generation.
+
+    A caption step (world grammar, as `plan_request` makes them) sets the expected scene: a world
+    caption lists every object, with colours where it names them. An edit step is read by the
+    world's edit grammar and applied to that scene (`unimm.world.edits.expect_instruction`, the
+    symbolic side of what `unimm edit` checks against a detected image). `start` is the reading
+    of a starting image, if any. Only what is provable is refused: a step the grammars do not
+    cover ("make it sparkle", "a cat") leaves the scene unknown until the next caption, and an
+    edit with no known scene before it is not checked. Text steps leave the scene as it is."""
+    scene = None if start is None else tuple((o.color, o.shape) for o in start.objects)
+    for k, (text, modality) in enumerate(steps):
+        if modality != "image":
+            continue
+        drawn = _drawn(text)
+        if drawn is not None:
+            scene = drawn
+            continue
+        try:
+            ins = parse_instruction(text)
+        except InstructionError:  # not a world edit: nothing is known after it
+            scene = None
+            continue
+        if scene is None:
+            continue
+        try:
+            scene = expect_instruction(scene, ins)
+        except InstructionError as e:
+            raise InstructionError(
+                f"step {k + 1}: {e} (the scene so far: {_describe(scene)})"
+            ) from None
 
 
 def plan_request(request: str) -> list[tuple[str, str]]:
@@ -99,3 +157,19 @@ def _as_question(text: str) -> str:
     t = re.sub(r"^(how many \w+) there are$", r"\1 are there", t)
     t = re.sub(r"^(what (?:color|shape)) (the [\w ]+) is$", r"\1 is \2", t)
     return t if t.endswith("?") else t + "?"
+
+
+def check_episodes(
+    episodes: list[list[tuple[str, str]]], images: list[np.ndarray] | None = None
+) -> None:
+    """`check_episode` for a batch, each starting image read by the world detector (as
+    `unimm edit` reads its image); the one check `UnifiedModel.interleave` and the CLI run."""
+    from unimm.world.detector import detect
+
+    for j, steps in enumerate(episodes):
+        try:
+            check_episode(steps, None if images is None else detect(images[j]))
+        except InstructionError as e:
+            if len(episodes) == 1:
+                raise
+            raise InstructionError(f"episode {j + 1}, {e}") from None

@@ -214,12 +214,16 @@ class UnifiedModel(nn.Module):
         sampling: SamplingConfig | None = None,
         text_sampling: SamplingConfig | None = None,
         seed: int = 0,
+        validate: bool = True,
     ) -> list[list[Segment]]:
         """Run interleaved requests: each episode is a list of (text, modality) steps with the
         same modality pattern across the batch; step k's output is generated from everything
         before it (earlier texts and outputs) and joins the context. images: an optional
-        starting image per episode. Returns every episode's outputs in order."""
-        from unimm.conversation import check_steps
+        starting image per episode. Returns every episode's outputs in order.
+        validate=True first walks each episode's edit steps over the scene its earlier steps
+        describe (a starting image is read by the world detector) and refuses one naming an
+        absent or ambiguous object (`unimm.conversation.check_episodes`, InstructionError)."""
+        from unimm.conversation import check_episodes, check_steps
 
         if not episodes:
             raise ValueError("no episodes given")
@@ -230,6 +234,8 @@ class UnifiedModel(nn.Module):
             raise ValueError("episodes of one batch must produce the same modalities in order")
         if images is not None and len(images) != len(episodes):
             raise ValueError(f"{len(images)} start images for {len(episodes)} episodes")
+        if validate:
+            check_episodes(episodes, images)
         text_sampling = text_sampling or SamplingConfig(temperature=0.0)
         contexts: list[list[Segment]] = [
             [Image(im)] if images is not None else [] for im in (images or episodes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unimm.world.palette import BASE_RESOLUTION, COLOR_NAMES, HELDOUT_PAIRS, SHAPES
@@ -143,30 +144,85 @@ class InstructionError(ValueError):
     """An edit instruction that does not apply to the scene (absent or ambiguous object)."""
 
 
-def _resolve(scene: Scene, ref: str) -> int:
-    """Index of the object that "the circle" / "the red circle" names; raises InstructionError
-    when no object or several objects fit."""
+Ref = tuple[str | None, str]  # (colour or None, shape): "the red circle" / "the circle"
+_VERB = {"recolor": "recolour", "remove": "remove", "move": "move"}
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """A world edit instruction read into its parts, before any scene is consulted."""
+
+    text: str  # normalised
+    kind: str  # one of EDIT_KINDS
+    ref: Ref | None  # the object edited (None for add)
+    color: str | None = None  # the new colour (recolor) or the added object's (add)
+    shape: str | None = None  # the added object's shape (add)
+    step: tuple[int, int] = (0, 0)  # unit move (move)
+
+
+def _read_ref(ref: str) -> Ref:
     words = ref.split()
     if len(words) not in (2, 3) or words[0] != "the" or words[-1] not in SHAPES:
         raise InstructionError(
             f"cannot read the object {ref!r} (say 'the circle' or 'the red circle')"
         )
-    shape = words[-1]
     color = words[1] if len(words) == 3 else None
     if color is not None and color not in COLOR_NAMES:
         raise InstructionError(f"unknown colour {color!r} in {ref!r}")
-    hits = [
-        i
-        for i, o in enumerate(scene.objects)
-        if o.shape == shape and (color is None or o.color == color)
-    ]
-    if not hits:
-        raise InstructionError(f"the image has no {' '.join(words[1:])} to edit")
-    if len(hits) > 1:
-        raise InstructionError(
-            f"the image has {len(hits)} {' '.join(words[1:])}s: {ref!r} is ambiguous"
-        )
-    return hits[0]
+    return (color, words[-1])
+
+
+def parse_instruction(instruction: str) -> Instruction:
+    """Read a make/add/remove/move instruction; raises InstructionError when it is not in the
+    world's edit grammar (whatever the scene)."""
+    text = " ".join(instruction.strip().lower().rstrip(".").split())
+    verb, _, rest = text.partition(" ")
+    if verb == "make":
+        ref, _, color = rest.rpartition(" ")
+        if color not in COLOR_NAMES:
+            raise InstructionError(f"cannot read the colour in {instruction!r}")
+        return Instruction(text, "recolor", _read_ref(ref), color=color)
+    if verb == "remove":
+        return Instruction(text, "remove", _read_ref(rest))
+    if verb == "move":
+        for name, step in DIRECTIONS.items():
+            if rest.endswith(" " + name):
+                return Instruction(text, "move", _read_ref(rest[: -len(name) - 1]), step=step)
+        raise InstructionError(f"cannot read the direction in {instruction!r}")
+    if verb == "add":
+        words = rest.split()
+        if len(words) != 3 or words[0] not in ("a", "an") or words[1] not in COLOR_NAMES:
+            raise InstructionError(f"cannot read the object to add in {instruction!r}")
+        if words[2] not in SHAPES:
+            raise InstructionError(f"unknown shape {words[2]!r} in {instruction!r}")
+        return Instruction(text, "add", None, color=words[1], shape=words[2])
+    raise InstructionError(
+        f"cannot read the edit {instruction!r}: start with make, add, remove or move"
+    )
+
+
+def resolve(objects: Sequence[Ref], ins: Instruction, expected: bool = False) -> int:
+    """Index of the object `ins` names among (colour, shape) objects, where a colour may be
+    None (an expected scene drawn from a caption that left it open).
+
+    Refuses only what is provable: no object can match (absent), or several surely match
+    (ambiguous). Otherwise the instruction is taken as valid, which fixes its object: the one
+    sure match, or else an open-coloured one (all such are alike, so the first). On a detected
+    scene every colour is known and this is the plain rule: exactly one match.
+    expected=True words the errors for a scene the request describes, not an image."""
+    assert ins.ref is not None
+    color, shape = ins.ref
+    name = shape if color is None else f"{color} {shape}"
+    sure = [i for i, (c, s) in enumerate(objects) if s == shape and color in (None, c)]
+    maybe = [i for i, (c, s) in enumerate(objects) if s == shape and c is None]
+    if not sure and not maybe:
+        there = "there is" if expected else "the image has"
+        raise InstructionError(f"{there} no {name} to {_VERB[ins.kind]}")
+    if len(sure) > 1:
+        there = "there are" if expected else "the image has"
+        the = f"the {name}"
+        raise InstructionError(f"{there} {len(sure)} {name}s: {the!r} is ambiguous")
+    return (sure or maybe)[0]
 
 
 def apply_instruction(scene: Scene, instruction: str) -> Edit:
@@ -176,42 +232,46 @@ def apply_instruction(scene: Scene, instruction: str) -> Edit:
     by its pairs and the untouched objects (`unimm.evaluate.editing.edit_correct`).
     Raises InstructionError when the instruction does not parse or names an absent or
     ambiguous object, and for moves that leave the canvas or collide."""
-    text = " ".join(instruction.strip().lower().rstrip(".").split())
-    verb, _, rest = text.partition(" ")
-    if verb == "make":
-        ref, _, color = rest.rpartition(" ")
-        if color not in COLOR_NAMES:
-            raise InstructionError(f"cannot read the colour in {instruction!r}")
-        i = _resolve(scene, ref)
-        return Edit(text, with_object(scene, i, color=color), "recolor", i)
-    if verb == "remove":
-        i = _resolve(scene, rest)
-        objs = scene.objects[:i] + scene.objects[i + 1 :]
-        return Edit(text, Scene(objs, scene.resolution), "remove", i)
-    if verb == "move":
-        for name, (dx, dy) in DIRECTIONS.items():
-            if rest.endswith(" " + name):
-                i = _resolve(scene, rest[: -len(name) - 1])
-                o, d = scene.objects[i], move_distance(scene.resolution)
-                target = with_object(scene, i, x=o.x + dx * d, y=o.y + dy * d)
-                if not is_valid(target):
-                    raise InstructionError(f"cannot {text}: it would leave the canvas or overlap")
-                return Edit(text, target, "move", i)
-        raise InstructionError(f"cannot read the direction in {instruction!r}")
-    if verb == "add":
-        words = rest.split()
-        if len(words) != 3 or words[0] not in ("a", "an") or words[1] not in COLOR_NAMES:
-            raise InstructionError(f"cannot read the object to add in {instruction!r}")
-        if words[2] not in SHAPES:
-            raise InstructionError(f"unknown shape {words[2]!r} in {instruction!r}")
+    ins = parse_instruction(instruction)
+    text = ins.text
+    if ins.kind == "add":
+        assert ins.color is not None and ins.shape is not None
         rng = random.Random(f"unimm-add:{text}:{scene}")
         try:
             target = place_objects(
-                rng, [(words[1], words[2])], resolution=scene.resolution, fixed=scene.objects
+                rng, [(ins.color, ins.shape)], resolution=scene.resolution, fixed=scene.objects
             )
         except ValueError:
             raise InstructionError(f"no free space to {text}") from None
         return Edit(text, target, "add", len(scene.objects))
-    raise InstructionError(
-        f"cannot read the edit {instruction!r}: start with make, add, remove or move"
-    )
+    i = resolve([(o.color, o.shape) for o in scene.objects], ins)
+    if ins.kind == "recolor":
+        return Edit(text, with_object(scene, i, color=ins.color), "recolor", i)
+    if ins.kind == "remove":
+        objs = scene.objects[:i] + scene.objects[i + 1 :]
+        return Edit(text, Scene(objs, scene.resolution), "remove", i)
+    o, d = scene.objects[i], move_distance(scene.resolution)
+    dx, dy = ins.step
+    target = with_object(scene, i, x=o.x + dx * d, y=o.y + dy * d)
+    if not is_valid(target):
+        raise InstructionError(f"cannot {text}: it would leave the canvas or overlap")
+    return Edit(text, target, "move", i)
+
+
+def expect_instruction(objects: Sequence[Ref], ins: Instruction) -> tuple[Ref, ...]:
+    """The expected scene after `ins`, as (colour or None, shape) objects: the symbolic side of
+    `apply_instruction` for a scene known only from its description (positions unknown, so a
+    move cannot be refused and an add always fits). Raises InstructionError for an absent or
+    ambiguous object (see `resolve`)."""
+    objs = list(objects)
+    if ins.kind == "add":
+        assert ins.shape is not None
+        return (*objs, (ins.color, ins.shape))
+    i = resolve(objs, ins, expected=True)
+    if ins.kind == "recolor":
+        objs[i] = (ins.color, objs[i][1])
+    elif ins.kind == "remove":
+        del objs[i]
+    elif objs[i][0] is None:  # a move of "the red circle" tells its colour
+        objs[i] = ins.ref  # type: ignore[assignment]
+    return tuple(objs)
