@@ -82,7 +82,12 @@ def train_run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    text = TextTokenizer.train(world_texts(20_000, cfg.train.seed), cfg.text_vocab_size)
+    init = recipe_class(cfg.recipe).init_checkpoint(cfg)
+    if init is not None:  # the model starts from a trained one: keep its tokenizers
+        text = TextTokenizer.load(init)
+        image_tokenizer = image_tokenizer or init / IMAGE_TOKENIZER_DIR
+    else:
+        text = TextTokenizer.train(world_texts(20_000, cfg.train.seed), cfg.text_vocab_size)
     timings["text_tokenizer_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -373,7 +378,13 @@ def training_summary(run_dir: Path) -> dict:
 
 
 def describe_training(t: dict, model: dict) -> str:
-    text = f"Recipe `{model['recipe']}`, {model['parameters'] / 1e6:.1f}M trained parameters."
+    trained = model.get("trained_parameters", model["parameters"])
+    text = f"Recipe `{model['recipe']}`, {trained / 1e6:.1f}M trained parameters"
+    if trained != model["parameters"]:  # part of the model was frozen
+        text += f" ({model['parameters'] / 1e6:.1f}M in all)"
+    text += "."
+    if "note" in model:
+        text += f" {model['note']}"
     if "step" in t:
         text += (
             f" Trained {t['step']} steps ({t.get('tokens', 0) / 1e6:.1f}M tokens) in "

@@ -17,6 +17,7 @@ from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
+from unimm.recipes.metaquery_config import MetaQueryConfig
 from unimm.recipes.transfusion_config import TransfusionConfig
 from unimm.tokenizers.pixel_patches import PatchConfig
 from unimm.tokenizers.semantic import SemanticConfig
@@ -62,6 +63,7 @@ class RunConfig:
     janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
     transfusion: TransfusionConfig = field(default_factory=TransfusionConfig)
     janus: JanusConfig = field(default_factory=JanusConfig)
+    metaquery: MetaQueryConfig = field(default_factory=MetaQueryConfig)
     # The contrastively trained image encoder of the decoupled recipes (SigLIP's role).
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     semantic_train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)

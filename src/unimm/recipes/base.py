@@ -57,6 +57,12 @@ class UnifiedModel(nn.Module):
     # Parts.semantic, which the recipe reads images for understanding with.
     uses_semantic_encoder: ClassVar[bool] = False
 
+    @classmethod
+    def init_checkpoint(cls, config: Any) -> Path | None:
+        """A trained checkpoint this run starts from (e.g. MetaQuery's pre-trained understanding
+        model), whose text and image tokenizers the pipeline then reuses; None: train them."""
+        return None
+
     @property
     def image_resolution(self) -> int:
         """Side of the square images this model reads and writes."""

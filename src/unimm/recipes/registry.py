@@ -9,6 +9,7 @@ from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.diffusion_head import DiffusionHeadModel
 from unimm.recipes.janus import JanusModel
 from unimm.recipes.janusflow import JanusFlowModel
+from unimm.recipes.metaquery import MetaQueryModel
 from unimm.recipes.mmada import MMaDAModel
 from unimm.recipes.parts import Parts, read_run_config
 from unimm.recipes.showo import ShowoModel
@@ -22,6 +23,7 @@ RECIPES: dict[str, type[UnifiedModel]] = {
     DiffusionHeadModel.recipe: DiffusionHeadModel,
     JanusFlowModel.recipe: JanusFlowModel,
     JanusModel.recipe: JanusModel,
+    MetaQueryModel.recipe: MetaQueryModel,
 }
 
 
