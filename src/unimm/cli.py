@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--semantic-encoder",
-        help="reuse a trained semantic encoder directory (recipes that use one, e.g. janus)",
+        help="reuse a trained semantic encoder directory, or use a Hugging Face SigLIP / CLIP "
+        "folder (recipes that use one, e.g. janus)",
     )
     t.add_argument(
         "--resume",

@@ -26,7 +26,7 @@ from unimm.data.images import to_tensor
 from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
-from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer
+from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer, load_semantic_encoder
 from unimm.recipes.registry import build_model, load_model, recipe_class
 from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.semantic import SemanticEncoder
@@ -68,8 +68,10 @@ def train_run(
     resume=True reuses the run's image tokenizer and continues from its newest good
     training-state checkpoint (OUT/state). Under torchrun rank 0 trains the image tokenizer
     and the others load it, so every rank holds the same one. Recipes that read images through
-    a semantic encoder (janus) get one the same way: `semantic_encoder` reuses a trained one,
-    otherwise it trains for semantic_train.seconds into OUT/semantic_encoder.
+    a semantic encoder (janus) get one the same way: `semantic_encoder` reuses a trained one
+    or takes a Hugging Face SigLIP / CLIP folder (unimm.interop.hf_vision, its features pooled
+    to the image tokenizer's grid), otherwise it trains for semantic_train.seconds into
+    OUT/semantic_encoder.
     """
     from unimm.train.distributed import barrier, init_from_env
 
@@ -130,8 +132,12 @@ def train_run(
             )
             barrier(d)
             semantic_encoder = sem_dir
-        semantic = SemanticEncoder.from_pretrained(semantic_encoder).requires_grad_(False)
-        cfg = replace(cfg, semantic=semantic.config)
+        # An HF SigLIP / CLIP folder is pooled to the image tokenizer's grid; the run config's
+        # `semantic` section then describes nothing (it is unimm's own encoder's).
+        semantic = load_semantic_encoder(semantic_encoder, grid=image.grid)
+        semantic.eval().requires_grad_(False)
+        if isinstance(semantic, SemanticEncoder):
+            cfg = replace(cfg, semantic=semantic.config)
         timings["semantic_encoder_s"] = time.perf_counter() - t0
 
     # The backbone's vocabulary is the text vocabulary followed by any image codebook.

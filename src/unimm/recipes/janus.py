@@ -5,7 +5,8 @@ Understanding and generation want different things of an image encoder (semantic
 detail), so Janus gives each its own path into the shared LLM:
 
 - understanding: a frozen semantic encoder (SigLIP in the paper; here unimm's contrastively
-  trained `SemanticEncoder`) reads every image given as input; its patch features pass a
+  trained `SemanticEncoder`, or a real SigLIP / CLIP through unimm.interop.hf_vision) reads
+  every image given as input; its patch features pass a
   2-layer GELU MLP (the understanding adaptor) and fill the image's slots between <boi> and
   <eoi>. No codes are involved.
 - generation: an image to produce is a sequence of VQ codes, embedded by their *own* table and
@@ -27,6 +28,7 @@ Legend: T text vocabulary, C codebook size, N slots per image, D backbone width.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +42,9 @@ from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.parts import Parts
 from unimm.tokenizers.semantic import SemanticEncoder
+
+if TYPE_CHECKING:
+    from unimm.interop.hf_vision import HFSemanticEncoder
 
 
 def mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
@@ -77,7 +82,7 @@ class JanusModel(ChameleonModel):
         return self.parts.config.model  # vocab_size = T + C: what the sampler's logits span
 
     @property
-    def semantic(self) -> SemanticEncoder:
+    def semantic(self) -> SemanticEncoder | HFSemanticEncoder:
         return self.parts.semantic
 
     def head(self, hidden: Tensor) -> Tensor:

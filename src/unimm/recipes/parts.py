@@ -5,7 +5,9 @@ Layout of a checkpoint directory:
     model.safetensors    the recipe's trained weights
     tokenizer.json       the text tokenizer
     image_tokenizer/     the image tokenizer's own config + weights
-    semantic_encoder/    recipes with decoupled understanding only (unimm.tokenizers.semantic)
+    semantic_encoder/    recipes with decoupled understanding only: unimm's own encoder
+                         (unimm.tokenizers.semantic) or an HF SigLIP / CLIP folder
+                         (unimm.interop.hf_vision)
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from unimm.checkpoint import CONFIG_FILE, check_checkpoint_dir, read_json, write
 from unimm.config import ConfigError, from_dict, to_dict
 from unimm.presets import RunConfig
 from unimm.tokenizers.pixel_patches import PATCHES_CONFIG, PixelPatches
-from unimm.tokenizers.semantic import SemanticEncoder
+from unimm.tokenizers.semantic import SEMANTIC_CONFIG, SemanticEncoder
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
 if TYPE_CHECKING:
     from unimm.interop.hf_vae import DiffusersVAETokens
+    from unimm.interop.hf_vision import HFSemanticEncoder
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 SEMANTIC_DIR = "semantic_encoder"
@@ -38,7 +41,8 @@ class Parts:
     image: (
         VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens
     )  # discrete codes or continuous tokens, per recipe
-    semantic: SemanticEncoder | None = field(default=None)  # frozen, when the recipe uses one
+    # frozen, when the recipe uses one
+    semantic: SemanticEncoder | HFSemanticEncoder | None = field(default=None)
 
 
 def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
@@ -74,7 +78,7 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
     image.eval().requires_grad_(False)
     semantic = None
     if (directory / SEMANTIC_DIR).is_dir():
-        semantic = SemanticEncoder.from_pretrained(directory / SEMANTIC_DIR)
+        semantic = load_semantic_encoder(directory / SEMANTIC_DIR)
         semantic.eval().requires_grad_(False)
     return Parts(cfg, text, image, semantic)
 
@@ -94,3 +98,24 @@ def load_image_tokenizer(
     if (directory / VAE_CONFIG).is_file():
         return VAETokenizer.from_pretrained(directory)
     return VQTokenizer.from_pretrained(directory)
+
+
+def load_semantic_encoder(
+    source: str | Path, grid: tuple[int, int] | None = None
+) -> SemanticEncoder | HFSemanticEncoder:
+    """unimm's own encoder (a folder with semantic_config.json), else a Hugging Face SigLIP /
+    CLIP folder (or hub id) as unimm.interop.hf_vision.HFSemanticEncoder; `grid` pools the HF
+    encoder's features to that grid (unimm's own encoder has a fixed one)."""
+    path = Path(source)
+    if (path / SEMANTIC_CONFIG).is_file():
+        return SemanticEncoder.from_pretrained(path)
+    from unimm.interop.hf_files import HFImportError
+    from unimm.interop.hf_vision import HFSemanticEncoder, is_hf_semantic_folder
+
+    if path.is_dir() and not is_hf_semantic_folder(path):
+        raise HFImportError(
+            f"{path} is not a semantic encoder: neither unimm's ({SEMANTIC_CONFIG}) nor a "
+            "Hugging Face SigLIP / CLIP folder (config.json with model_type siglip_vision_model, "
+            "siglip, clip_vision_model or clip)"
+        )
+    return HFSemanticEncoder.from_pretrained(path, grid=grid)
