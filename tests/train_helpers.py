@@ -30,8 +30,10 @@ def tiny_model() -> ChameleonModel:
 
 
 def tiny_train_config(**kw) -> TrainConfig:
+    # device=cpu: the equality tests compare CPU curves, on GPU machines too (where "auto" would
+    # pick cuda for rank 0 and fail for a second process on a one-GPU machine).
     base = dict(steps=6, batch_size=4, warmup_steps=1, log_every=1, precision="fp32",
-                cfg_dropout=0.0, lr=3e-3)  # fmt: skip
+                cfg_dropout=0.0, lr=3e-3, device="cpu")  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
 
@@ -44,6 +46,6 @@ if __name__ == "__main__":  # python tests/train_helpers.py OUT RESUME [key=valu
 
     torch.set_num_threads(1)
     out, resume = sys.argv[1], sys.argv[2] == "1"
-    kw = {k: (v if k in ("parallel", "precision") else float(v) if "." in v else int(v))
+    kw = {k: (v if k in ("parallel", "precision", "device") else float(v) if "." in v else int(v))
           for k, v in (a.split("=") for a in sys.argv[3:])}  # fmt: skip
     train_model(tiny_model(), tiny_train_config(**kw), stream, out, progress=False, resume=resume)

@@ -75,8 +75,8 @@ def train_run(
     """
     from unimm.train.distributed import barrier, init_from_env
 
-    d = init_from_env()
     cfg = get_run_config(preset, overrides)
+    d = init_from_env(cfg.train.device)
     recipe_class(cfg.recipe)  # fail on an unknown recipe before any training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -85,9 +85,15 @@ def build_sequence(
     return seq
 
 
-def collate(seqs: list[TokenSequence], pad_id: int, max_len: int | None = None) -> TokenBatch:
+def collate(
+    seqs: list[TokenSequence],
+    pad_id: int,
+    max_len: int | None = None,
+    device: torch.device | str | None = None,
+) -> TokenBatch:
     """Right-pad sequences into one batch (causal attention never looks right, so right padding
-    needs no attention mask in training)."""
+    needs no attention mask in training). The batch is laid out on the CPU and lands on `device`
+    (the model's, `UnifiedModel.device`) in one copy per field."""
     T = max(len(s.ids) for s in seqs)
     if max_len is not None and T > max_len:
         raise ValueError(f"sequence too long: {T} tokens, more than max_seq_len {max_len}")
@@ -104,4 +110,5 @@ def collate(seqs: list[TokenSequence], pad_id: int, max_len: int | None = None) 
         modality[b, :n] = torch.tensor(s.modality)
         block[b, :n] = torch.tensor(s.image_block)
         valid[b, :n] = True
-    return TokenBatch(ids, loss_mask, modality, block, valid)
+    fields = (ids, loss_mask, modality, block, valid)
+    return TokenBatch(*(t.to(device) for t in fields))

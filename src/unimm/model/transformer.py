@@ -139,10 +139,11 @@ class Transformer(nn.Module):
                 c.rope_original_max_seq_len,
             )
         cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, inv_freq)
-        if torch.is_autocast_enabled(x.device.type):
+        kind = x.device.type  # autocast exists for cpu/cuda/..., not e.g. the meta device
+        if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
             # Rotate in the autocast dtype: q/k arrive in bf16, and fp32 tables would promote
             # every rotation to fp32 and back (angles themselves are still computed in fp32).
-            dtype = torch.get_autocast_dtype(x.device.type)
+            dtype = torch.get_autocast_dtype(kind)
             cos, sin = cos.to(dtype), sin.to(dtype)
 
         is_causal = False

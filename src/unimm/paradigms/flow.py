@@ -238,5 +238,5 @@ def sample_ode(
     scheduler.set_timesteps(scheduler.num_steps)
     x = x0
     for t in scheduler.timesteps:
-        x = scheduler.step(velocity(x, t.expand(x.shape[0])), t, x)
+        x = scheduler.step(velocity(x, t.expand(x.shape[0]).to(x.device)), t, x)
     return x

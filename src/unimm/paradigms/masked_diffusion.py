@@ -51,12 +51,13 @@ def sample_image_mask(
     token that is a target. Each row draws t ~ U(0, 1) and masks ceil(gamma(t) * n) of its n slots
     (at least one, so every row with slots contributes), chosen uniformly. Returns (B, T) bool."""
     B, T = slots.shape
-    t = torch.rand(B, generator=generator, dtype=torch.float64)
+    # Drawn on the (CPU) generator, used on the slots' device.
+    t = torch.rand(B, generator=generator, dtype=torch.float64).to(slots.device)
     n = slots.sum(1)  # (B,)
     k = torch.ceil(masked_fraction(t, schedule) * n).long().clamp(min=1)
     k = torch.minimum(k, n)
     # Random ranks among the slots; the k lowest-ranked slots of each row are masked.
-    noise = torch.rand(B, T, generator=generator).masked_fill(~slots, 2.0)
+    noise = torch.rand(B, T, generator=generator).to(slots.device).masked_fill(~slots, 2.0)
     rank = noise.argsort(1).argsort(1)  # (B, T) rank of each position within its row
     return slots & (rank < k[:, None])
 
@@ -67,9 +68,9 @@ def sample_text_mask(
     """LLaDA's text masking: per row t ~ U(0, 1), p = (1 - eps) t + eps, every slot masked with
     probability p. slots: (B, T) bool. Returns (mask (B, T) bool, p (B,) float)."""
     B, T = slots.shape
-    t = torch.rand(B, generator=generator)
+    t = torch.rand(B, generator=generator).to(slots.device)
     p = (1 - eps) * t + eps
-    mask = slots & (torch.rand(B, T, generator=generator) < p[:, None])
+    mask = slots & (torch.rand(B, T, generator=generator).to(slots.device) < p[:, None])
     return mask, p
 
 
@@ -214,12 +215,12 @@ class MaskedDiffusionScheduler:
             candidate = categorical((logits / cfg.temperature).softmax(-1), generator)  # (B, N)
         logp = logits.log_softmax(-1).gather(-1, candidate[..., None]).squeeze(-1)  # (B, N)
         if cfg.remasking == "random":
-            confidence = rand(logp.shape, generator, dtype=logp.dtype).log()
+            confidence = rand(logp.shape, generator, logp.dtype, logp.device).log()
         else:
             confidence = logp
         r = self.timesteps[i]
         if cfg.confidence_noise > 0 and r < 1:
-            u = rand(logp.shape, generator, dtype=logp.dtype).clamp(1e-20, 1.0)
+            u = rand(logp.shape, generator, logp.dtype, logp.device).clamp(1e-20, 1.0)
             gumbel = -torch.log(-torch.log(u))
             confidence = confidence + cfg.confidence_noise * (1 - r) * gumbel
         # Slots that are not being filled never compete: known ones rank above everything.

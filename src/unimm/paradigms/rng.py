@@ -77,34 +77,59 @@ def check_rows(n: int, rng: Rng) -> None:
         raise ValueError(f"{len(rng)} row generators for {n} rows: give one per row")
 
 
-def rand(shape: Sequence[int], rng: Rng, dtype: torch.dtype | None = None) -> Tensor:
-    """U[0, 1) of `shape`; with RowGenerators, row b of dim 0 comes from generator b."""
-    if not isinstance(rng, RowGenerators):
-        return torch.rand(tuple(shape), generator=rng, dtype=dtype)
-    check_rows(shape[0], rng)
-    return torch.stack([torch.rand(tuple(shape[1:]), generator=g, dtype=dtype) for g in rng])
+def _device(rng: Rng) -> torch.device | None:
+    """Where rng draws: its generators' device (RowGenerators are CPU ones); None: global RNG."""
+    if isinstance(rng, RowGenerators):
+        return torch.device("cpu")
+    return rng.device if rng is not None else None
 
 
-def randn(shape: Sequence[int], rng: Rng, dtype: torch.dtype | None = None) -> Tensor:
-    """N(0, 1) of `shape`; with RowGenerators, row b of dim 0 comes from generator b."""
+def rand(
+    shape: Sequence[int],
+    rng: Rng,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
+    """U[0, 1) of `shape` on `device`; with RowGenerators, row b of dim 0 comes from generator
+    b. Drawn where the generators are (CPU ones give the same numbers on every device)."""
     if not isinstance(rng, RowGenerators):
-        return torch.randn(tuple(shape), generator=rng, dtype=dtype)
+        return torch.rand(tuple(shape), generator=rng, dtype=dtype, device=_device(rng)).to(device)
     check_rows(shape[0], rng)
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in rng])
+    rows = [torch.rand(tuple(shape[1:]), generator=g, dtype=dtype) for g in rng]
+    return torch.stack(rows).to(device)
+
+
+def randn(
+    shape: Sequence[int],
+    rng: Rng,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
+    """N(0, 1) of `shape` on `device`; with RowGenerators, row b of dim 0 comes from generator b."""
+    if not isinstance(rng, RowGenerators):
+        return torch.randn(tuple(shape), generator=rng, dtype=dtype, device=_device(rng)).to(device)
+    check_rows(shape[0], rng)
+    rows = [torch.randn(tuple(shape[1:]), generator=g, dtype=dtype) for g in rng]
+    return torch.stack(rows).to(device)
 
 
 def categorical(probs: Tensor, rng: Rng) -> Tensor:
     """One id per distribution: probs (B, ..., V) -> (B, ...) long, as torch.multinomial of the
-    flattened distributions; with RowGenerators, row b's distributions use generator b."""
-    V = probs.shape[-1]
+    flattened distributions; with RowGenerators, row b's distributions use generator b. The draw
+    happens on the generators' device (a CUDA kernel refuses a CPU generator), so a seed picks
+    the same ids on every device; the ids come back on probs' device."""
+    V, device = probs.shape[-1], probs.device
+    if rng is not None:
+        probs = probs.to(_device(rng))
     if not isinstance(rng, RowGenerators):
-        return torch.multinomial(probs.reshape(-1, V), 1, generator=rng).view(probs.shape[:-1])
+        ids = torch.multinomial(probs.reshape(-1, V), 1, generator=rng).view(probs.shape[:-1])
+        return ids.to(device)
     check_rows(probs.shape[0], rng)
     rows = [
         torch.multinomial(p.reshape(-1, V), 1, generator=g).view(p.shape[:-1])
         for p, g in zip(probs, rng, strict=True)
     ]
-    return torch.stack(rows)
+    return torch.stack(rows).to(device)
 
 
 def group_rows(n: int, rng: Rng) -> tuple[int, int]:

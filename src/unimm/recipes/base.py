@@ -68,6 +68,24 @@ class UnifiedModel(nn.Module):
         """Side of the square images this model reads and writes."""
         raise NotImplementedError
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: recipes build their batches (ids, masks, images) here."""
+        return next(self.parameters()).device
+
+    def _apply(self, fn, recurse=True):
+        # The tokenizers in `self.parts` are not submodules (they are frozen and saved apart),
+        # so .to() / .cuda() would leave them behind: they follow the weights' device (only the
+        # device: their dtype stays their own).
+        super()._apply(fn, recurse)
+        parts = getattr(self, "parts", None)
+        params = list(self.parameters())
+        if parts is not None and params:
+            for tok in (parts.image, parts.semantic):
+                if isinstance(tok, nn.Module):
+                    tok.to(params[0].device)
+        return self
+
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         """Return {"loss": scalar to backprop, other scalars to log}."""
         raise NotImplementedError

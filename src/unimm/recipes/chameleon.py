@@ -106,7 +106,7 @@ class ChameleonModel(UnifiedModel):
         """Codes (0-based) that a blank white image encodes to: what guidance leaves alone."""
         if getattr(self, "_background", None) is None:
             size = self.image_resolution
-            blank = torch.ones(1, 3, size, size)  # white in the [-1, 1] pixel range
+            blank = torch.ones(1, 3, size, size, device=self.device)  # white in [-1, 1]
             self._background = sorted(set(self.image_tok.encode(blank).flatten().tolist()))
         return self._background
 
@@ -149,7 +149,7 @@ class ChameleonModel(UnifiedModel):
         """uint8 images -> vocabulary ids (codes shifted past the text vocabulary)."""
         if not images:
             return []
-        codes = self.image_tok.encode(to_tensor(images))  # (N, h, w)
+        codes = self.image_tok.encode(to_tensor(images, self.device))  # (N, h, w)
         return (codes.flatten(1) + self.image_offset).tolist()
 
     def image_ids(self, samples: list[Sample]) -> list[list[int]]:
@@ -171,7 +171,8 @@ class ChameleonModel(UnifiedModel):
 
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
-        batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
+        seqs = self.build(samples, random.Random(seed))
+        batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
         logits = self.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
         loss = next_token_loss(logits, targets, mask)
@@ -251,7 +252,8 @@ class ChameleonModel(UnifiedModel):
                 allowed_ids=range(first_code, first_code + self.image_tok.codebook_size),
                 **decode,
             )
-            grid = (torch.tensor(codes) - first_code).view(len(prompts), *self.image_tok.grid)
+            grid = torch.tensor(codes, device=self.device) - first_code
+            grid = grid.view(len(prompts), *self.image_tok.grid)
             return [Image(p) for p in to_uint8(self.image_tok.decode(grid))]
         out = generate(
             self,

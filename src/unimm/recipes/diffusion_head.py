@@ -52,7 +52,7 @@ class DiffusionHeadModel(TransfusionModel):
 
     def image_inputs(self, latents: Tensor, masked: Tensor) -> Tensor:
         """(M, N, d) latents, (M, N) bool masked -> (M, N, D) backbone inputs."""
-        known = self.image_embed(latents, torch.ones(latents.shape[0]))
+        known = self.image_embed(latents, torch.ones(latents.shape[0], device=latents.device))
         hidden_slot = self.mask_token + self.image_pos()  # (N, D)
         return torch.where(masked[..., None], hidden_slot.to(known.dtype), known)
 
@@ -63,7 +63,7 @@ class DiffusionHeadModel(TransfusionModel):
         M, N = x1.shape[0], self.image_tokens
         target = batch.loss_mask[is_image].view(M, N)[:, 0]  # (M,)
         # Context images (understanding) stay whole; target images lose a random subset.
-        masked = training_mask(M, N, generator) & target[:, None]  # (M, N)
+        masked = training_mask(M, N, generator).to(x1.device) & target[:, None]  # (M, N)
         x = self.embed(batch.ids, is_image, self.image_inputs(x1, masked))
         mask = self.attention_mask(batch.image_block, batch.valid)
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
@@ -89,9 +89,9 @@ class DiffusionHeadModel(TransfusionModel):
         B, N, d = len(prompts), self.image_tokens, self.image_tok.latent_dim
         steps, cfg = self.parts.config.head.mar_steps, self.parts.config.head
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
-        x = torch.zeros(B, N, d)
-        masked = torch.ones(B, N, dtype=torch.bool)
-        order = rand((B, N), gen).argsort(dim=1)  # reveal order per image, from its own row
+        x = torch.zeros(B, N, d, device=self.device)
+        masked = torch.ones(B, N, dtype=torch.bool, device=self.device)
+        order = rand((B, N), gen, device=self.device).argsort(dim=1)  # reveal order per image
         revealed = 0
         for k in range(steps):  # with steps > N some steps reveal nothing and cost nothing
             n_new = N - masked_after_step(k, steps, N) - revealed

@@ -115,7 +115,7 @@ class JanusModel(ChameleonModel):
         if not images:
             return []
         with torch.no_grad():
-            feats = self.semantic.features(to_tensor(images))  # (M, N, U), frozen encoder
+            feats = self.semantic.features(to_tensor(images, self.device))  # (M, N, U), frozen
         adapted = self.und_aligner(feats).flatten(0, 1)  # (M * N, D)
         start = 0 if self._bank is None else len(self._bank)
         self._bank = adapted if self._bank is None else torch.cat([self._bank, adapted])

@@ -116,7 +116,7 @@ class JanusFlowModel(TransfusionModel):
     def context_tokens(self, pixels: list[np.ndarray], latents: Tensor) -> Tensor:
         if not pixels:
             return latents.new_zeros(0, self.image_tokens, self.parts.config.model.dim)
-        feats = self.und_encoder(to_tensor(pixels))  # (M, N, U)
+        feats = self.und_encoder(to_tensor(pixels, self.device))  # (M, N, U)
         return self.und_aligner(feats) + self.image_pos()
 
     def attention_mask(self, image_block: Tensor, valid: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class JanusFlowModel(TransfusionModel):
     def image_span_mask(self, n: int) -> Tensor:
         if self.parts.config.janusflow.image_attention == "bidirectional":
             return super().image_span_mask(n)
-        return torch.ones(n, n, dtype=torch.bool).tril()
+        return torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
 
     # ----- training -------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class JanusFlowModel(TransfusionModel):
             feats = captured[0][is_image].view(M, N, D)[target]  # noisy generation tokens
             targets = [p for p, is_t in zip(pixels, target.tolist(), strict=True) if is_t]
             with torch.no_grad():
-                clean = self.und_encoder(to_tensor(targets))  # (M_t, N, U)
+                clean = self.und_encoder(to_tensor(targets, self.device))  # (M_t, N, U)
             cos = F.cosine_similarity(self.repa_proj(feats).float(), clean.float(), dim=-1)
             loss_repa = 1.0 - cos.mean()
             loss = loss + jf.repa_weight * loss_repa

@@ -82,7 +82,8 @@ class MMaDAModel(ShowoModel):
 
     def loss(self, samples, generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
-        batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
+        seqs = self.build(samples, random.Random(seed))
+        batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         g = torch.Generator().manual_seed(seed)
         image_slots = batch.loss_mask & (batch.modality == IMAGE)
         text_slots = (
@@ -107,7 +108,7 @@ class MMaDAModel(ShowoModel):
     def text_choices(self) -> Tensor:
         """(V_text,) bool: text ids an answer slot may take (words and <eos>, no markers)."""
         tok = self.text_tok
-        ok = torch.ones(self.image_offset, dtype=torch.bool)
+        ok = torch.ones(self.image_offset, dtype=torch.bool, device=self.device)
         for i in (tok.pad_id, tok.bos_id, tok.boi_id, tok.eoi_id, tok.user_id):
             ok[i] = False
         ok[tok.assistant_id] = ok[tok.mask_id] = False
@@ -133,10 +134,11 @@ class MMaDAModel(ShowoModel):
         for b, row in enumerate(rows):
             tokens[b, P - len(row) : P] = torch.tensor(row)
             valid[b, P - len(row) :] = True
+        tokens, valid = tokens.to(self.device), valid.to(self.device)
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         mask = self.attention_mask(tokens, ~valid)
-        answer = torch.zeros((B, L), dtype=torch.long)
-        masked = torch.ones((B, L), dtype=torch.bool)
+        answer = torch.zeros((B, L), dtype=torch.long, device=self.device)
+        masked = torch.ones((B, L), dtype=torch.bool, device=self.device)
         choices = self.text_choices()
         steps = max(1, (sampling.steps or d.text_steps) // blocks)
         scheduler = MaskedDiffusionScheduler(
@@ -149,7 +151,7 @@ class MMaDAModel(ShowoModel):
         )
         width = L // blocks
         for k in range(blocks):
-            editable = torch.zeros((B, L), dtype=torch.bool)
+            editable = torch.zeros((B, L), dtype=torch.bool, device=self.device)
             editable[:, k * width : (k + 1) * width] = True
             for i in range(steps):
                 tokens[:, P:] = torch.where(masked, self.mask_id, answer)

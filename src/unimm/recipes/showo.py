@@ -99,7 +99,8 @@ class ShowoModel(ChameleonModel):
 
     def loss(self, samples, generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
-        batch = collate(self.build(samples, random.Random(seed)), self.text_tok.pad_id)
+        seqs = self.build(samples, random.Random(seed))
+        batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         g = torch.Generator().manual_seed(seed)
         image_slots = batch.loss_mask & (batch.modality == IMAGE)
         masked = sample_image_mask(image_slots, self.diffusion.image_schedule, g)
@@ -174,9 +175,10 @@ class ShowoModel(ChameleonModel):
             tokens[r, P - len(row) : P] = torch.tensor(row)
             valid[r, P - len(row) :] = True
         tokens[:, P + N] = self.text_tok.eoi_id
+        tokens, valid = tokens.to(self.device), valid.to(self.device)
         positions = (valid.cumsum(1) - 1).clamp(min=0)
-        codes = torch.zeros((B, N), dtype=torch.long)
-        masked = torch.ones((B, N), dtype=torch.bool)
+        codes = torch.zeros((B, N), dtype=torch.long, device=self.device)
+        masked = torch.ones((B, N), dtype=torch.bool, device=self.device)
         if known is not None:
             masked = known < 0
             codes = known.clamp(min=0)
@@ -185,7 +187,7 @@ class ShowoModel(ChameleonModel):
         mask = self.attention_mask(tokens, ~valid)  # (R, 1, total, total), fixed over steps
         keep = None
         if sampling.cfg_keep_background:
-            keep = torch.zeros(K, dtype=torch.bool)
+            keep = torch.zeros(K, dtype=torch.bool, device=self.device)
             keep[self.background_codes()] = True
         start, cache = 0, None
         if self.cache_prompt and use_cache:
@@ -242,7 +244,7 @@ class ShowoModel(ChameleonModel):
         segs = [[Text(p)] for p in prompts]
         check_prompts(segs + [[Image(im)] for im in images], self.image_resolution)
         res, (h, w) = self.image_resolution, self.image_tok.grid
-        known = self.image_tok.encode(to_tensor(images)).flatten(1)  # (B, N)
+        known = self.image_tok.encode(to_tensor(images, self.device)).flatten(1)  # (B, N)
         for b, box in enumerate(boxes):
             region = region_cells(box, res, (h, w))
             known[b, region.flatten()] = -1

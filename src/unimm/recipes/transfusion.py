@@ -146,8 +146,8 @@ class TransfusionModel(UnifiedModel):
         """uint8 images -> (M, N, d) continuous tokens."""
         if not images:
             n, d = self.latent_tokens, self.image_tok.latent_dim
-            return torch.zeros(0, n, d)
-        return self.image_tok.encode(to_tensor(images))
+            return torch.zeros(0, n, d, device=self.device)
+        return self.image_tok.encode(to_tensor(images, self.device))
 
     def layout(
         self, samples: list[Sample], rng: random.Random | None = None
@@ -163,7 +163,8 @@ class TransfusionModel(UnifiedModel):
             image_target = any(isinstance(sample.segments[i], Image) for i in sample.targets)
             drop = rng is not None and image_target and rng.random() < p_drop
             seqs.append(build_sequence(sample, self.text_tok, [slots] * n, drop_text=drop))
-        return collate(seqs, self.text_tok.pad_id, self.parts.config.model.max_seq_len), latents
+        max_len = self.parts.config.model.max_seq_len
+        return collate(seqs, self.text_tok.pad_id, max_len, self.device), latents
 
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
@@ -192,7 +193,7 @@ class TransfusionModel(UnifiedModel):
 
     def context_tokens(self, pixels: list[np.ndarray], latents: Tensor) -> Tensor:
         """(M, N, D) inputs of clean images given as context: their latents at t = 1."""
-        return self.image_embed(latents, torch.ones(latents.shape[0]))
+        return self.image_embed(latents, torch.ones(latents.shape[0], device=latents.device))
 
     def attention_mask(self, image_block: Tensor, valid: Tensor) -> Tensor:
         """Causal text, bidirectional inside each image; (B, T) -> (B, 1, T, T). Block ids need
@@ -201,7 +202,7 @@ class TransfusionModel(UnifiedModel):
 
     def image_span_mask(self, n: int) -> Tensor:
         """(N, N): which image tokens an image token sees (all of its image)."""
-        return torch.ones(n, n, dtype=torch.bool)
+        return torch.ones(n, n, dtype=torch.bool, device=self.device)
 
     def text_loss(self, hidden: Tensor, batch: TokenBatch) -> Tensor:
         """Next-token cross-entropy on text targets only; hidden (B, T, D)."""
@@ -221,7 +222,7 @@ class TransfusionModel(UnifiedModel):
         layouts, pixels = [], []
         for p in prompts:
             batch, lat = self.layout([Sample(list(p), targets=(), task="prompt")])
-            layouts.append((batch.ids[0].tolist() + [opener], batch.image_block[0], lat))
+            layouts.append((batch.ids[0].tolist() + [opener], batch.image_block[0].cpu(), lat))
             pixels += [s.pixels for s in p if isinstance(s, Image)]
         R, P = len(prompts), max(len(ids) for ids, _, _ in layouts)
         ids = torch.full((R, P), self.text_tok.pad_id, dtype=torch.long)
@@ -231,6 +232,7 @@ class TransfusionModel(UnifiedModel):
             ids[r, P - len(row) :] = torch.tensor(row)
             block[r, P - len(row) : P - 1] = blk
             valid[r, P - len(row) :] = True
+        ids, block, valid = ids.to(self.device), block.to(self.device), valid.to(self.device)
         latents = torch.cat([lat for _, _, lat in layouts])
         is_image = block > 0
         x = self.embed(ids, is_image, self.context_tokens(pixels, latents))
@@ -260,12 +262,13 @@ class TransfusionModel(UnifiedModel):
     ) -> list[Segment]:
         B = len(prompts)
         cache, mask, img_pos, guided = self.image_span_context(prompts, sampling)
-        x = randn((B, self.latent_tokens, self.image_tok.latent_dim), gen)
+        # Noise is drawn on the CPU generators, so a seed gives the same image on any device.
+        x = randn((B, self.latent_tokens, self.image_tok.latent_dim), gen).to(self.device)
         flow = self.parts.config.flow
         sched = make_scheduler(replace(flow, num_steps=sampling.steps or flow.num_steps))
         for t in sched.timesteps:
             xs = torch.cat([x, x]) if guided else x
-            ts = t.expand(xs.shape[0])
+            ts = t.expand(xs.shape[0]).to(xs.device)
             hidden = self.run_image_span(cache, mask, img_pos, self.image_embed(xs, ts))
             v = self.image_velocity(hidden, ts).float()  # (R, N_lat, d)
             if guided:
@@ -288,7 +291,7 @@ class TransfusionModel(UnifiedModel):
         P = valid.shape[1]
         if P + N > self.parts.config.model.max_seq_len:
             raise ValueError(f"prompt too long: {P} + {N} image tokens exceed max_seq_len")
-        img_pos = positions[:, -1:] + 1 + torch.arange(N)  # (R, N)
+        img_pos = positions[:, -1:] + 1 + torch.arange(N, device=positions.device)  # (R, N)
         # Image tokens see every non-padding prompt token and the whole image.
         prompt_keys = valid[:, None, None, :].expand(-1, 1, N, -1)
         span = self.image_span_mask(N).expand(len(rows), 1, N, N)
@@ -311,8 +314,8 @@ class TransfusionModel(UnifiedModel):
         steps = min(sampling.max_new_tokens, self.parts.config.model.max_seq_len - P)
         eos = self.text_tok.eos_id
         logits = self.backbone.head(hidden[:, -1])
-        out = torch.zeros(B, 0, dtype=torch.long)
-        done = torch.zeros(B, dtype=torch.bool)
+        out = torch.zeros(B, 0, dtype=torch.long, device=self.device)
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
         pos = positions[:, -1]
         keys = valid
         for _ in range(steps):
@@ -328,7 +331,7 @@ class TransfusionModel(UnifiedModel):
             if bool(done.all()) or out.shape[1] == steps:
                 break
             pos = pos + 1
-            keys = torch.cat([keys, torch.ones(B, 1, dtype=torch.bool)], 1)
+            keys = torch.cat([keys, keys.new_ones(B, 1)], 1)
             hidden = self.backbone(nxt[:, None], pos[:, None], keys[:, None, None, :], cache, True)
             logits = self.backbone.head(hidden[:, -1])
         texts = []

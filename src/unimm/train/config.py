@@ -22,7 +22,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16: autocast on the training device's type
+    # auto: cuda:LOCAL_RANK when torch.cuda.is_available(), else cpu (train/distributed.py)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     tasks: dict[str, float] = field(default_factory=_default_tasks)
     cfg_dropout: float = 0.1  # drop the text condition of image targets (classifier-free guidance)

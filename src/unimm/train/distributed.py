@@ -4,6 +4,10 @@ The model stays single-device code. `LossModule` turns `model.loss(samples, gene
 forward call so DDP and FSDP2 see every step through their forward hooks; `parallelize` applies
 activation checkpointing, then torch.compile, then the data-parallel wrapper (torchtitan order).
 Under one process nothing is wrapped and the trainer runs exactly as before.
+
+The device is chosen here once (`resolve_device`, from train.device): the trainer moves the
+model there, the recipes build their batches on the weights' device, and the process group
+follows it: gloo for CPU training, nccl (plus gloo for the CPU-side scalars) for CUDA.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -18,12 +23,15 @@ from torch import nn
 
 from unimm.train.config import TrainConfig
 
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
 
 @dataclass(frozen=True)
 class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
     @property
     def enabled(self) -> bool:
@@ -34,23 +42,54 @@ class Dist:
         return self.rank == 0
 
 
-def init_from_env() -> Dist:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR);
-    gloo for CPU tensors, plus nccl for CUDA tensors when CUDA is present. Without torchrun: a
-    single process."""
+def resolve_device(choice: DeviceChoice = "auto", local_rank: int = 0) -> torch.device:
+    """train.device -> the device this process trains on: "auto" is cuda:LOCAL_RANK when CUDA
+    is available, else the CPU; "cuda" without a usable GPU is an error, never a silent CPU run.
+    """
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device must be auto, cpu or cuda, got {choice!r}")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"train.device=cuda but CUDA is not available (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda}): install a CUDA build of torch or set "
+            "train.device=cpu"
+        )
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise RuntimeError(
+            f"LOCAL_RANK={local_rank} but only {count} GPU(s) are visible: start at most {count} "
+            "processes per node, or set train.device=cpu"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def init_from_env(device: DeviceChoice = "auto") -> Dist:
+    """Resolve the device and join the process group torchrun describes (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR): gloo for CPU training; for CUDA, nccl for CUDA tensors and gloo
+    for CPU ones (the loss sums). Without torchrun: a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local if world > 1 else 0)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if world <= 1:
-        return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        return Dist(device=dev)
     if not dist.is_initialized():
-        backend = "gloo"
-        if torch.cuda.is_available():
-            # Per-device backends: CUDA tensors over nccl, anything on the CPU still over gloo.
-            backend = "cpu:gloo,cuda:nccl"
-            if local < torch.cuda.device_count():  # more processes than GPUs: CPU training
-                torch.cuda.set_device(local)
-        dist.init_process_group(backend)
-    return Dist(rank, world, local)
+        dist.init_process_group(process_group_backend(dev))
+    return Dist(rank, world, local, dev)
+
+
+def process_group_backend(device: torch.device) -> str:
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the training device's type (CPU and CUDA alike); fp32: no autocast."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class LossModule(nn.Module):

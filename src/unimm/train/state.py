@@ -1,9 +1,10 @@
 """Training-state checkpoints for exact resume: OUT/state/step-NNNNNNN/.
 
 Each holds model.safetensors (full weights), optimizer.safetensors (AdamW moments flattened as
-`<param name>/<key>`), optional ema.safetensors, and state.json: step, data position, RNG states,
-optimizer param groups, and the size + SHA-256 of every tensor file, so a truncated or corrupt
-checkpoint is detected on load and the previous good one is used. No pickle anywhere.
+`<param name>/<key>`), optional ema.safetensors, and state.json: step, data position, RNG states
+(CPU, python and, on CUDA, every GPU's), optimizer param groups, and the size + SHA-256 of every
+tensor file, so a truncated or corrupt checkpoint is detected on load and the previous good one
+is used. No pickle anywhere.
 Directories are written atomically (unimm.checkpoint.write_directory) and only the last K kept.
 """
 
@@ -37,19 +38,34 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def rng_state() -> dict:
-    """Global RNG states as JSON: torch's CPU state is a uint8 tensor, python's a tuple."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """Global RNG states as JSON: torch's CPU state is a uint8 tensor, python's a tuple; when
+    training on CUDA, every visible GPU's generator state as well (dropout and other global-RNG
+    draws on the GPU use them)."""
     version, internal, gauss = random.getstate()
-    return {
+    out = {
         "torch": torch.get_rng_state().tolist(),
         "python": [version, list(internal), gauss],
     }
+    if device is not None and device.type == "cuda":
+        out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return out
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if device is not None and device.type == "cuda":
+        saved = [torch.tensor(s, dtype=torch.uint8) for s in state.get("cuda", [])]
+        if len(saved) != torch.cuda.device_count():
+            # A CPU run's checkpoint, or other GPUs: weights and data position still resume.
+            print(
+                f"[unimm] the checkpoint holds {len(saved)} GPU RNG state(s), this machine has "
+                f"{torch.cuda.device_count()} GPU(s): GPU random draws will not continue exactly"
+            )
+            return
+        torch.cuda.set_rng_state_all(saved)
 
 
 def flatten_optimizer(osd: dict) -> tuple[dict[str, torch.Tensor], list[dict]]:

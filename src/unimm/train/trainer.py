@@ -119,7 +119,7 @@ def train_model(
     world_samples is). Writes out_dir/train_log.jsonl and, every cfg.save_every steps,
     out_dir/state/step-N; on_save(step) is called then and at the end, on rank 0 only.
     """
-    d = du.init_from_env()
+    d = du.init_from_env(cfg.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     micro = micro_batch_size(cfg, d.world_size)
@@ -129,8 +129,11 @@ def train_model(
         stream = samples
         samples = lambda start: stream  # noqa: E731 - consumed in order, never restarted
     cursor = _Cursor(samples)
-    torch.manual_seed(cfg.seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    torch.manual_seed(cfg.seed)  # seeds every CUDA device too
+    # Model code is single-device: the whole model (and, through UnifiedModel._apply, its
+    # tokenizers) moves to the training device; recipes build batches on the weights' device.
+    model.to(d.device)
+    autocast = du.autocast(d.device, cfg.precision)
     step_module = du.parallelize(model, cfg, d)
     opt = make_optimizer(step_module, cfg)
     ema = EMA(_full_weights(model), cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -148,7 +151,7 @@ def train_model(
         st.set_full_state_dicts(step_module, opt, model_sd, optim_sd)
         if ema is not None and ema_sd is not None:
             ema.load_state_dict(ema_sd)
-        st.set_rng_state(meta["rng"])
+        st.set_rng_state(meta["rng"], d.device)
         first = meta["step"] + 1
         tokens_seen, seconds_before = meta["tokens"], meta["seconds"]
         bad_in_row, bad_total = meta["nonfinite_in_row"], meta["nonfinite_total"]
@@ -287,7 +290,7 @@ def _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens, seconds, 
             "nonfinite_total": bad_total,
             "data_position": step * cfg.batch_size,
             "world_size": d.world_size,
-            "rng": st.rng_state(),
+            "rng": st.rng_state(d.device),
         }
         ema_sd = ema.state_dict() if ema is not None else None
         st.save_state(out_dir, step, model_sd, optim_sd, meta, cfg.keep_checkpoints, ema_sd)
