@@ -24,13 +24,20 @@ RECIPES = ["chameleon", "showo", "mmada"]
 
 def make_any(recipe: str):
     """A tiny random model of any registered recipe (continuous ones on 16 pixel patches)."""
-    from tests import test_diffusion_head, test_janus, test_janusflow, test_transfusion
+    from tests import (
+        test_bagel,
+        test_diffusion_head,
+        test_janus,
+        test_janusflow,
+        test_transfusion,
+    )
 
     own_builder = {
         "transfusion": test_transfusion.make_model,
         "mar": test_diffusion_head.make_model,
         "janusflow": test_janusflow.make_model,
         "janus": test_janus.make_model,
+        "bagel": test_bagel.make_model,
     }
     return own_builder[recipe]() if recipe in own_builder else make(recipe)
 

@@ -373,7 +373,9 @@ def training_summary(run_dir: Path) -> dict:
 
 
 def describe_training(t: dict, model: dict) -> str:
-    text = f"Recipe `{model['recipe']}`, {model['parameters'] / 1e6:.1f}M trained parameters."
+    text = f"Recipe `{model['recipe']}`, {model['parameters'] / 1e6:.1f}M trained parameters"
+    active = model.get("active_parameters", model["parameters"])
+    text += f" ({active / 1e6:.1f}M active per token)." if active != model["parameters"] else "."
     if "step" in t:
         text += (
             f" Trained {t['step']} steps ({t.get('tokens', 0) / 1e6:.1f}M tokens) in "
