@@ -15,12 +15,11 @@ Every token passes exactly one expert, so a token's active parameters equal a de
 `Transformer`'s with the same ModelConfig (`num_active_params`); the total is about twice the
 layers' weights.
 
-Legend: B batch, T tokens, K routed tokens of one expert, D width, gen (B, T) bool.
+Legend: B batch, T tokens, K tokens of one expert (flattened over B * T), D width, gen (B, T)
+bool.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -31,33 +30,35 @@ from unimm.model.layers import RMSNorm
 from unimm.model.transformer import Block, Transformer
 
 
-def route(gen: Tensor | None, und: Callable, gen_fn: Callable, *xs: Tensor):
-    """Apply `und` to the tokens where gen is False and `gen_fn` where it is True.
+class Routing:
+    """Which tokens each expert takes, worked out once per forward and shared by all layers.
 
-    xs: tensors (B, T, ...) aligned with gen (B, T); each function takes the selected tokens
-    (K, ...) of every x and returns a tensor or a tuple of tensors (K, ...), which are scattered
-    back to (B, T, ...). When one expert has every token (a text decode step, an image span run
-    against a cached prompt) it runs on the whole (B, T, ...) tensors: no gather, no scatter.
+    The residual stream stays split between the experts through the whole network, (K_und, D)
+    and (K_gen, D) in flattened (B * T) order; only attention needs sequence order, so each
+    layer merges one tensor (the fused q/k/v) and splits one (the heads' outputs).
     """
-    if gen is None or not bool(gen.any()):
-        return und(*xs)
-    if bool(gen.all()):
-        return gen_fn(*xs)
-    ys_und, ys_gen = und(*(x[~gen] for x in xs)), gen_fn(*(x[gen] for x in xs))
-    single = isinstance(ys_und, Tensor)
-    if single:
-        ys_und, ys_gen = (ys_und,), (ys_gen,)
-    outs = []
-    for yu, yg in zip(ys_und, ys_gen, strict=True):
-        out = yu.new_empty(*gen.shape, *yu.shape[1:])  # (B, T, ...)
-        out[~gen] = yu
-        out[gen] = yg.to(out.dtype)
-        outs.append(out)
-    return outs[0] if single else tuple(outs)
+
+    def __init__(self, gen: Tensor) -> None:
+        self.shape = gen.shape  # (B, T)
+        flat = gen.reshape(-1)
+        self.und = (~flat).nonzero().squeeze(1)  # (K_und,) flat token indices
+        self.gen = flat.nonzero().squeeze(1)  # (K_gen,)
+
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, ...) -> (K_und, ...), (K_gen, ...)."""
+        flat = x.reshape(-1, *x.shape[2:])
+        return flat.index_select(0, self.und), flat.index_select(0, self.gen)
+
+    def merge(self, x_und: Tensor, x_gen: Tensor) -> Tensor:
+        """(K_und, ...), (K_gen, ...) -> (B, T, ...) in sequence order."""
+        out = x_und.new_empty(self.shape.numel(), *x_und.shape[1:])
+        out = out.index_copy(0, self.und, x_und).index_copy(0, self.gen, x_gen.to(out.dtype))
+        return out.view(*self.shape, *x_und.shape[1:])
 
 
 class MoTBlock(nn.Module):
-    """Two experts, each a whole pre-norm decoder layer's weights (`Block`), one attention."""
+    """Two experts, each a whole pre-norm decoder layer's weights (`Block`), one attention.
+    When one expert has every token its `Block` runs as it is (a dense layer)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -66,29 +67,31 @@ class MoTBlock(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        gen: Tensor | None,
+        x_und: Tensor,
+        x_gen: Tensor,
+        rope: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]],
+        routing: Routing,
         *,
         mask: Tensor | None,
         is_causal: bool,
         cache: KVCache | None,
         layer: int,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """x_und (K_und, D), x_gen (K_gen, D); rope: each expert's (cos, sin) (K, 1, hd)."""
         u, g = self.und, self.gen
-
-        def qkv(e: Block) -> Callable:
-            return lambda x, cos, sin: e.attn.project(e.attn_norm(x), cos, sin)
-
-        def mlp(e: Block) -> Callable:
-            return lambda x: e.mlp(e.mlp_norm(x))
-
-        q, k, v = route(gen, qkv(u), qkv(g), x, cos, sin)  # (B, T, H|Hkv, hd)
+        qkv = routing.merge(
+            torch.cat(u.attn.project(u.attn_norm(x_und), *rope[0]), dim=-2),
+            torch.cat(g.attn.project(g.attn_norm(x_gen), *rope[1]), dim=-2),
+        )  # (B, T, H + 2 Hkv, hd)
+        a = u.attn
+        q, k, v = qkv.split([a.n_heads, a.n_kv_heads, a.n_kv_heads], dim=-2)
         # The experts share attention: attend() has no weights, either expert's would do.
-        y = u.attn.attend(q, k, v, mask=mask, is_causal=is_causal, cache=cache, layer=layer)
-        x = x + route(gen, u.attn.wo, g.attn.wo, y)  # (B, T, D)
-        return x + route(gen, mlp(u), mlp(g), x)
+        y_und, y_gen = routing.split(
+            a.attend(q, k, v, mask=mask, is_causal=is_causal, cache=cache, layer=layer)
+        )  # (K, H * hd) each
+        x_und = x_und + u.attn.wo(y_und)
+        x_gen = x_gen + g.attn.wo(y_gen)
+        return x_und + u.mlp(u.mlp_norm(x_und)), x_gen + g.mlp(g.mlp_norm(x_gen))
 
 
 class MoTTransformer(Transformer):
@@ -142,9 +145,24 @@ class MoTTransformer(Transformer):
         x, cos, sin, mask, is_causal = self.prepare(tokens, embeds, positions, mask, cache)
         if gen is not None and (gen.dtype != torch.bool or gen.shape != x.shape[:2]):
             raise ValueError(f"gen must be a (B, T) = {tuple(x.shape[:2])} bool tensor")
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, gen, mask=mask, is_causal=is_causal, cache=cache, layer=i)
+        attn = {"mask": mask, "is_causal": is_causal, "cache": cache}
+        n_gen = 0 if gen is None else int(gen.sum())
+        if n_gen == 0 or n_gen == gen.numel():
+            # One expert has every token (a text decode step, an image span against a cached
+            # prompt): its layers are dense layers.
+            expert = "gen" if n_gen else "und"
+            for i, layer in enumerate(self.layers):
+                x = getattr(layer, expert)(x, cos, sin, layer=i, **attn)
+            x = (self.gen_norm if n_gen else self.norm)(x)
+        else:
+            routing = Routing(gen)
+            x_und, x_gen = routing.split(x)
+            cos_und, cos_gen = routing.split(cos)
+            sin_und, sin_gen = routing.split(sin)
+            rope = ((cos_und, sin_und), (cos_gen, sin_gen))
+            for i, layer in enumerate(self.layers):
+                x_und, x_gen = layer(x_und, x_gen, rope, routing, layer=i, **attn)
+            x = routing.merge(self.norm(x_und), self.gen_norm(x_gen))  # (B, T, D)
         if cache is not None:
             cache.advance(x.shape[1])
-        x = route(gen, self.norm, self.gen_norm, x)  # (B, T, D)
         return x if return_hidden else self.head(x)
