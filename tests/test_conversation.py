@@ -26,6 +26,7 @@ RECIPES = ["chameleon", "showo", "mmada"]
 def make_any(recipe: str):
     """A tiny random model of any registered recipe (continuous ones on 16 pixel patches)."""
     from tests import (
+        test_bagel,
         test_diffusion_head,
         test_janus,
         test_janusflow,
@@ -39,6 +40,7 @@ def make_any(recipe: str):
         "janusflow": test_janusflow.make_model,
         "janus": test_janus.make_model,
         "metaquery": test_metaquery.make_model,
+        "bagel": test_bagel.make_model,
     }
     return own_builder[recipe]() if recipe in own_builder else make(recipe)
 

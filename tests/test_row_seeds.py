@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests import (
+    test_bagel,
     test_chameleon,
     test_diffusion_head,
     test_janus,
@@ -31,6 +32,7 @@ BUILDERS = {
     "mar": test_diffusion_head.make_model,
     "janus": test_janus.make_model,
     "metaquery": test_metaquery.make_model,
+    "bagel": test_bagel.make_model,
 }
 
 # Temperature 1 so that every sampler draws; guidance on for images, so that samplers that
@@ -45,7 +47,7 @@ SEEDS = [11, 5, 11]  # a repeated seed: each row still has its own generator, an
 # from the same row alone by float rounding (~1e-6), whatever the seeds: these compare within
 # tolerance, and their noise (the part the seeds decide) is compared exactly by
 # `test_continuous_noise_is_per_row_exactly`. Discrete codes and text ids compare exactly.
-CONTINUOUS = {"transfusion", "janusflow", "mar", "metaquery"}
+CONTINUOUS = {"transfusion", "janusflow", "mar", "metaquery", "bagel"}
 
 
 def record_decoder_input(model):

@@ -388,6 +388,9 @@ def describe_training(t: dict, model: dict) -> str:
     text = f"Recipe `{model['recipe']}`, {trained / 1e6:.1f}M trained parameters"
     if trained != model["parameters"]:  # part of the model was frozen
         text += f" ({model['parameters'] / 1e6:.1f}M in all)"
+    active = model.get("active_parameters", model["parameters"])
+    if active != model["parameters"]:  # a mixture of experts
+        text += f" ({active / 1e6:.1f}M active per token)"
     text += "."
     if "note" in model:
         text += f" {model['note']}"

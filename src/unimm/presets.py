@@ -15,6 +15,7 @@ from unimm.model.config import MODEL_PRESETS, ModelConfig
 from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
+from unimm.recipes.bagel_config import BagelConfig
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
 from unimm.recipes.metaquery_config import MetaQueryConfig
@@ -64,6 +65,7 @@ class RunConfig:
     transfusion: TransfusionConfig = field(default_factory=TransfusionConfig)
     janus: JanusConfig = field(default_factory=JanusConfig)
     metaquery: MetaQueryConfig = field(default_factory=MetaQueryConfig)
+    bagel: BagelConfig = field(default_factory=BagelConfig)
     # The contrastively trained image encoder of the decoupled recipes (SigLIP's role).
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     semantic_train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)

@@ -114,29 +114,36 @@ class Attention(nn.Module):
                 self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
                 self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
 
-    def forward(
+    def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of x (..., D), normed and rotated: (..., H, hd), (..., Hkv,
+        hd), (..., Hkv, hd). Any leading dims, with cos/sin (..., 1, hd) aligned to them, so a
+        mixture of experts can project its tokens' subsets with each expert's weights."""
+        H, Hkv = self.n_heads, self.n_kv_heads
+        qkv = self.wqkv(x).view(*x.shape[:-1], H + 2 * Hkv, self.head_dim)  # (..., H + 2 Hkv, hd)
+        if self.qk_norm:
+            q = apply_rope(self.q_norm(qkv[..., :H, :]), cos, sin)  # (..., H, hd)
+            k = apply_rope(self.k_norm(qkv[..., H : H + Hkv, :]), cos, sin)  # (..., Hkv, hd)
+        else:
+            # Rotate queries and keys in one pass: half the elementwise kernel launches.
+            qk = apply_rope(qkv[..., : H + Hkv, :], cos, sin)  # (..., H + Hkv, hd)
+            q, k = qk[..., :H, :], qk[..., H:, :]
+        return q, k, qkv[..., H + Hkv :, :]
+
+    def attend(
         self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
         *,
         mask: Tensor | None,
         is_causal: bool,
         cache: KVCache | None,
         layer: int,
     ) -> Tensor:
-        B, T, _ = x.shape  # (B, T, D)
-        H, Hkv = self.n_heads, self.n_kv_heads
-        qkv = self.wqkv(x).view(B, T, H + 2 * Hkv, self.head_dim)  # (B, T, H + 2 Hkv, hd)
-        if self.qk_norm:
-            q = apply_rope(self.q_norm(qkv[:, :, :H]), cos, sin)  # (B, T, H, hd)
-            k = apply_rope(self.k_norm(qkv[:, :, H : H + Hkv]), cos, sin)  # (B, T, Hkv, hd)
-        else:
-            # Rotate queries and keys in one pass: half the elementwise kernel launches.
-            qk = apply_rope(qkv[:, :, : H + Hkv], cos, sin)  # (B, T, H + Hkv, hd)
-            q, k = qk[:, :, :H], qk[:, :, H:]
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, hd), (B, Hkv, T, hd)
-        v = qkv[:, :, H + Hkv :].transpose(1, 2)  # (B, Hkv, T, hd)
+        """Attention of q (B, T, H, hd) over k, v (B, T, Hkv, hd) and the cache's keys; returns
+        the heads' outputs (B, T, H * hd) before the output projection. No weights."""
+        B, T = q.shape[:2]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, hd)
         if cache is not None:
             k, v = cache.update(layer, k.to(cache.k.dtype), v.to(cache.v.dtype))
             k, v = k.to(q.dtype), v.to(q.dtype)  # (B, Hkv, S, hd)
@@ -148,4 +155,19 @@ class Attention(nn.Module):
             is_causal=is_causal,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        return y.transpose(1, 2).reshape(B, T, -1)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        *,
+        mask: Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+        layer: int,
+    ) -> Tensor:
+        q, k, v = self.project(x, cos, sin)  # x (B, T, D)
+        y = self.attend(q, k, v, mask=mask, is_causal=is_causal, cache=cache, layer=layer)
+        return self.wo(y)  # (B, T, D)

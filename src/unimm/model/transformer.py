@@ -46,12 +46,16 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(self.make_layer(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.init_weights()
+
+    def make_layer(self, config: ModelConfig) -> nn.Module:
+        """One decoder layer; subclasses swap in their own (unimm.model.mot)."""
+        return Block(config)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -77,6 +81,11 @@ class Transformer(nn.Module):
             if not self.config.tie_embeddings:
                 n -= self.output.weight.numel()
         return n
+
+    def num_active_params(self, non_embedding: bool = True) -> int:
+        """Parameters one token passes through: all of them in a dense model (unimm.model.mot
+        routes each token to one of two experts)."""
+        return self.num_params(non_embedding)
 
     def make_cache(
         self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None
@@ -116,6 +125,24 @@ class Transformer(nn.Module):
         return_hidden: return the final-normed hidden states (B, T, D) instead of logits, so a
           recipe can apply its own heads (or `self.head` on a subset of positions).
         """
+        x, cos, sin, mask, is_causal = self.prepare(tokens, embeds, positions, mask, cache)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask=mask, is_causal=is_causal, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        x = self.norm(x)  # (B, T, D)
+        return x if return_hidden else self.head(x)
+
+    def prepare(
+        self,
+        tokens: Tensor | None,
+        embeds: Tensor | None,
+        positions: Tensor | None,
+        mask: Tensor | None,
+        cache: KVCache | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
+        """What every layer needs, from `forward`'s arguments: inputs x (B, T, D), the RoPE
+        tables, the checked mask and whether SDPA may take its own causal path."""
         if (tokens is None) == (embeds is None):
             raise ValueError("pass exactly one of tokens (B, T) or embeds (B, T, D)")
         x = self.tok_embeddings(tokens) if embeds is None else embeds  # (B, T, D)
@@ -159,9 +186,4 @@ class Transformer(nn.Module):
         elif T > 1:
             mask = causal_mask(T, past + T, device=x.device)  # (T, S), aligned bottom-right
 
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask=mask, is_causal=is_causal, cache=cache, layer=i)
-        if cache is not None:
-            cache.advance(T)
-        x = self.norm(x)  # (B, T, D)
-        return x if return_hidden else self.head(x)
+        return x, cos, sin, mask, is_causal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unimm.recipes.bagel import BagelModel
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.diffusion_head import DiffusionHeadModel
@@ -24,6 +25,7 @@ RECIPES: dict[str, type[UnifiedModel]] = {
     JanusFlowModel.recipe: JanusFlowModel,
     JanusModel.recipe: JanusModel,
     MetaQueryModel.recipe: MetaQueryModel,
+    BagelModel.recipe: BagelModel,
 }
 
 

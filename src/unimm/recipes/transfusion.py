@@ -43,6 +43,7 @@ from unimm.data.images import to_tensor, to_uint8
 from unimm.data.sample import Image, Sample, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenBatch, build_sequence, collate
 from unimm.interop.hf_vae import DiffusersVAETokens
+from unimm.model.config import ModelConfig
 from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import next_token_loss, sample_next
@@ -67,7 +68,7 @@ class TransfusionModel(UnifiedModel):
             raise ValueError("the transfusion recipe needs a continuous image tokenizer")
         self.parts = parts
         cfg = parts.config
-        self.backbone = Transformer(cfg.model)
+        self.backbone = self.make_backbone(cfg.model)
         self.flow = FlowMatching(cfg.flow)
         dim, d = cfg.model.dim, parts.image.latent_dim
         grid, tf = parts.image.grid, cfg.transfusion
@@ -92,6 +93,9 @@ class TransfusionModel(UnifiedModel):
         self.time_embed = TimestepEmbedding(dim)
         self.image_row = nn.Parameter(torch.randn(h, 1, dim) * 0.02)
         self.image_col = nn.Parameter(torch.randn(1, w, dim) * 0.02)
+
+    def make_backbone(self, config: ModelConfig) -> Transformer:
+        return Transformer(config)
 
     @property
     def image_resolution(self) -> int:
