@@ -41,20 +41,24 @@ SPECIALS = {
 }
 
 
-def write_tokenizer(path) -> None:
+def write_tokenizer(path, assistant: bool = True) -> None:
     """Words w3..w89 plus Janus's special tokens at fixed ids; unimm adds <|user|> and
-    <|mask|> (ids 94, 95), so the tokenizer ends exactly at the LLM's vocabulary."""
-    vocab = {f"w{i}": i for i in range(3, IMAGE_ID)} | SPECIALS
+    <|mask|> (ids 94, 95), so the tokenizer ends exactly at the LLM's vocabulary. Without
+    <|Assistant|> (id 93 becomes a word) unimm adds its own too and the vocabulary grows."""
+    specials = {t: i for t, i in SPECIALS.items() if assistant or i != ASSISTANT}
+    vocab = {f"w{i}": i for i in range(3, IMAGE_ID)} | specials
+    if not assistant:
+        vocab["w93"] = ASSISTANT
     tok = Tokenizer(models.WordLevel(dict(sorted(vocab.items(), key=lambda kv: kv[1])), "w3"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
-    assert all(tok.token_to_id(t) == i for t, i in SPECIALS.items())
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    assert all(tok.token_to_id(t) == i for t, i in specials.items())
     tok.save(str(path / "tokenizer.json"))
     names = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
     (path / "tokenizer_config.json").write_text(json.dumps(names | {"pad_token": "<｜▁pad▁｜>"}))
 
 
-def tiny_janus(path, tie: bool):
+def tiny_janus(path, tie: bool, depth: int = 2, assistant: bool = True):
     cfg = transformers.JanusConfig(
         text_config=dict(
             model_type="llama",
@@ -75,6 +79,7 @@ def tiny_janus(path, tie: bool):
             projection_dim=D,
             mlp_ratio=2.0,
             num_image_tokens=16,
+            depth=depth,
         ),
         vq_config=dict(
             embed_dim=8,
@@ -85,6 +90,7 @@ def tiny_janus(path, tie: bool):
             num_res_blocks=1,
             projection_dim=D,
             image_token_embed_dim=D,
+            num_hidden_layers=depth,
         ),
         image_token_id=IMAGE_ID,
         tie_word_embeddings=tie,
@@ -92,7 +98,7 @@ def tiny_janus(path, tie: bool):
     torch.manual_seed(0)
     model = transformers.JanusForConditionalGeneration(cfg).eval()
     model.save_pretrained(path)
-    write_tokenizer(path)
+    write_tokenizer(path, assistant)
     return model
 
 
@@ -253,3 +259,33 @@ def test_cli_imports_janus_and_refuses_other_folders(pair, tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(HFImportError, match="import it with --kind janus"):
         import_hf(path, tmp_path / "cham", "chameleon", image_tokenizer=tmp_path / "ck")
+
+
+def test_deeper_aligners_and_a_grown_vocabulary(tmp_path):
+    """Aligners of depth 3 map onto janus.*_aligner_depth; a tokenizer without <|Assistant|>
+    gets unimm's markers appended (user 94, assistant 95, mask 96): the one past the LLM's 96
+    rows is a new row, every other id keeps its row and logits."""
+    ref = tiny_janus(tmp_path, tie=False, depth=3, assistant=False)
+    model = JanusModel.from_pretrained(tmp_path)
+    j = model.parts.config.janus
+    assert (j.und_aligner_depth, j.gen_aligner_depth, j.gen_embed_dim) == (3, 3, 8)
+    assert model.text_tok.vocab_size == VOCAB + 1 and model.text_tok.assistant_id == 95
+    image = picture(4)
+    ids, hf_ids = prompt(model, [Text("w30"), Image(image), Text("w93 w41")])
+    assert ids[0, -1] == 95
+    with torch.no_grad():
+        want = ref(input_ids=hf_ids, pixel_values=to_tensor([image], "cpu")).logits
+        assert (model(ids)[..., :VOCAB] - want).abs().max() <= 1e-4
+        cond = torch.tensor([[BOS, 30, 31, BOI]])
+        codes = torch.tensor([[VOCAB + 1 + 5]])  # code 5 fed back through gen_embed + aligner
+        embeds = torch.cat(
+            [
+                ref.get_input_embeddings()(cond),
+                ref.prepare_embeddings_for_image_generation(codes - VOCAB - 1),
+            ],
+            dim=1,
+        )
+        hidden = ref.model.language_model(inputs_embeds=embeds).last_hidden_state
+        want = ref.model.generation_head(hidden)[0]
+        got = model(torch.cat([cond, codes], dim=1))[0, :, VOCAB + 1 :]
+    assert (got - want).abs().max() <= 1e-4
