@@ -19,7 +19,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E4
 from tests.test_hf_unified import hf_llm_folder  # noqa: E402
 from unimm.cli import main  # noqa: E402
 from unimm.data.images import to_tensor  # noqa: E402
-from unimm.data.sample import Image, Text  # noqa: E402
+from unimm.data.sample import Image, Sample, Text  # noqa: E402
 from unimm.interop.hf_files import HFImportError  # noqa: E402
 from unimm.interop.hf_janus_vq import HFJanusVQ  # noqa: E402
 from unimm.interop.hf_vision import HFSemanticEncoder  # noqa: E402
@@ -289,3 +289,23 @@ def test_deeper_aligners_and_a_grown_vocabulary(tmp_path):
         want = ref.model.generation_head(hidden)[0]
         got = model(torch.cat([cond, codes], dim=1))[0, :, VOCAB + 1 :]
     assert (got - want).abs().max() <= 1e-4
+
+
+def test_imported_model_trains_a_step(pair):
+    """The import is a recipe model: its loss runs on samples at the VQ's resolution and
+    reaches the backbone, the aligners and the generation head (SigLIP and VQ stay frozen)."""
+    _, _, path = pair
+    model = JanusModel.from_pretrained(path).train()
+    samples = [
+        Sample([Image(picture(5)), Text("w5 w6")], targets=(1,), task="vqa"),
+        Sample([Text("w7 w8"), Image(picture(6))], targets=(1,), task="t2i"),
+    ]
+    out = model.loss(samples, torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and {"loss_text", "loss_image"} <= out.keys()
+    for p in (model.backbone.layers[0].attn.wqkv.weight, model.und_aligner[0].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    for p in (model.gen_embed.weight, model.gen_aligner[0].weight, model.gen_head[2].weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in model.semantic.parameters())
+    assert not any(p.requires_grad for p in model.image_tok.parameters())
