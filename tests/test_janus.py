@@ -22,9 +22,11 @@ from unimm.tokenizers.vq import VQTokenizer
 from .test_transfusion import CORPUS, rand_image, samples
 
 
-def make_model(seed: int = 0, semantic: SemanticEncoder | None = None) -> JanusModel:
+def make_model(
+    seed: int = 0, semantic: SemanticEncoder | None = None, overrides: tuple[str, ...] = ()
+) -> JanusModel:
     torch.manual_seed(seed)
-    cfg = get_run_config("tiny", ["recipe=janus", "train.cfg_dropout=0"])
+    cfg = get_run_config("tiny", ["recipe=janus", "train.cfg_dropout=0", *overrides])
     text = TextTokenizer.train(CORPUS, cfg.text_vocab_size)
     image = VQTokenizer(cfg.vq).eval().requires_grad_(False)
     if semantic is None:
@@ -103,6 +105,29 @@ def test_kv_cache_decoding_equals_recomputation(prompt):
     finally:
         model._bank = None
     assert cached == full
+
+
+def test_image_pos_embed_off_and_aligner_depths():
+    """janus.image_pos_embed=false (a Hugging Face Janus import): no (row, col) parameters and
+    image slots get their embeddings alone; the aligners' depths follow the config."""
+    assert make_model().pos2d and hasattr(make_model(), "image_row")  # the default keeps them
+    over = ("janus.image_pos_embed=false", "janus.und_aligner_depth=3", "janus.gen_aligner_depth=1")
+    model = make_model(overrides=over)
+    assert not model.pos2d and not any("image_row" in k for k in model.state_dict())
+    assert len(model.und_aligner) == 5 and len(model.gen_aligner) == 1
+    model._bank = None
+    prompt = [Image(rand_image(0)), Text("what color?")]
+    ids = torch.tensor([model._prompt_ids(prompt, "text") + [model.image_offset + 3]])
+    with torch.no_grad():
+        want = model.head(
+            model.backbone(None, embeds=model.token_embeddings(ids), return_hidden=True)
+        )
+        assert torch.equal(model(ids), want)
+    cached = generate(model, ids.tolist(), 6, temperature=0.0)
+    assert cached == generate(model, ids.tolist(), 6, temperature=0.0, use_cache=False)
+    model._bank = None
+    sample = Sample([Text("a red circle"), Image(rand_image(1))], targets=(1,), task="t2i")
+    assert torch.isfinite(model.loss([sample])["loss"])
 
 
 def test_loss_falls_with_training():

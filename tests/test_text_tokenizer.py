@@ -38,3 +38,24 @@ def test_save_load_and_corrupt_file(tok, tmp_path):
         TextTokenizer.load(tmp_path)
     with pytest.raises(ValueError, match="missing text tokenizer"):
         TextTokenizer.load(tmp_path / "nowhere")
+
+
+def test_marker_aliases_use_the_tokenizer_own_tokens_and_round_trip(tmp_path):
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    words = {w: i for i, w in enumerate(["<s>", "</s>", "<img>", "a", "b"])}
+    raw = Tokenizer(models.WordLevel(words, "a"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    raw.add_special_tokens([AddedToken(t, special=True) for t in ("<s>", "</s>", "<img>")])
+    rest = [t for t in SPECIAL_TOKENS if t not in ("<|bos|>", "<|eos|>", "<|boi|>")]
+    raw.add_special_tokens([AddedToken(t, special=True) for t in rest])
+    markers = {"<|bos|>": "<s>", "<|eos|>": "</s>", "<|boi|>": "<img>"}
+    tok = TextTokenizer(raw, markers)
+    assert (tok.bos_id, tok.eos_id, tok.boi_id) == (0, 1, 2) and tok.vocab_size == 5 + len(rest)
+    tok.save(tmp_path)
+    again = TextTokenizer.load(tmp_path)
+    assert again.markers == markers and (again.bos_id, again.boi_id) == (0, 2)
+    with pytest.raises(ValueError, match="unknown markers"):
+        TextTokenizer(raw, {"<|image|>": "<img>"})
+    with pytest.raises(ValueError, match="lacks unimm's special tokens"):
+        TextTokenizer(raw, {"<|bos|>": "<nothing>"})

@@ -12,8 +12,9 @@ What runs where:
 - the SigLIP vision tower + its aligner and the VQ encoder/decoder are transformers' own modules
   built from the folder's sub-configs and given its tensors (safetensors only).
 
-unimm has no Janus recipe yet (no training loss, no `UnifiedModel` wrapper); `HFJanus` is the
-imported model's inference surface until that recipe lands.
+`HFJanus` keeps Janus's own ids and prompt format (inference only). To get a trainable unimm
+model, import the folder into the janus recipe instead: unimm.interop.hf_janus_recipe
+(`unimm import SRC DEST --kind janus`, `JanusModel.from_pretrained(SRC)`).
 """
 
 from __future__ import annotations

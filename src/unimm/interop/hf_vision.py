@@ -49,6 +49,8 @@ MODEL_TYPES = {
     "siglip": ("SiglipModel", "siglip", True),
     "clip_vision_model": ("CLIPVisionModel", "clip", False),
     "clip": ("CLIPModel", "clip", True),
+    # The SigLIP tower of a Hugging Face Janus, saved on its own (unimm.interop.hf_janus_recipe).
+    "janus_vision_model": ("JanusVisionModel", "siglip", False),
 }
 # The families' processors when a folder has no preprocessor_config.json.
 DEFAULT_MEAN_STD = {
@@ -273,8 +275,9 @@ class HFSemanticEncoder(nn.Module):
         if kind is None:
             raise HFImportError(
                 f"{directory / HF_CONFIG}: model_type {cfg['model_type']!r} is not a SigLIP / "
-                "CLIP image encoder (expected siglip_vision_model, siglip, clip_vision_model or "
-                "clip: a SiglipVisionModel, SiglipModel, CLIPVisionModel or CLIPModel)"
+                "CLIP image encoder (expected siglip_vision_model, siglip, clip_vision_model, "
+                "clip or janus_vision_model: a SiglipVisionModel, SiglipModel, CLIPVisionModel, "
+                "CLIPModel or a Janus checkpoint's JanusVisionModel)"
             )
         class_name, family, _ = kind
         if not any(directory.glob("*.safetensors")):

@@ -5,6 +5,9 @@ Kinds:
                checkpoint (unimm.interop.backbone_checkpoint).
     chameleon  a Llama / Qwen2 folder plus a unimm image tokenizer (--image-tokenizer) -> a
                chameleon-recipe checkpoint ready to train (vocabulary grown by the codebook).
+    janus      a JanusForConditionalGeneration folder (Janus / Janus-Pro) -> a janus-recipe
+               checkpoint: LLM, SigLIP, VQ model, aligners, generation head
+               (unimm.interop.hf_janus_recipe).
 
 SRC may also be a hub id ("org/name") where the network allows: it is downloaded with
 huggingface_hub (safetensors and JSON files only) and imported from the local copy.
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from unimm.interop.hf_files import HFImportError
 
-IMPORT_KINDS = ("backbone", "chameleon")
+IMPORT_KINDS = ("backbone", "chameleon", "janus")
 
 
 def resolve_source(src: str | Path) -> Path:
@@ -52,9 +55,23 @@ def import_hf(
         from unimm.interop.backbone_checkpoint import load_backbone, save_backbone
 
         return save_backbone(load_backbone(src), dest)
+    if kind == "janus":
+        from unimm.interop.hf_janus_recipe import janus_from_hf
+        from unimm.presets import get_run_config
+
+        if image_tokenizer is not None:
+            raise HFImportError(
+                "--kind janus takes no --image-tokenizer: Janus brings its VQ model"
+            )
+        return janus_from_hf(src, get_run_config(preset)).save_pretrained(dest)
     from unimm.interop.hf_files import read_hf_config
     from unimm.interop.unified import chameleon_from_hf_source
 
+    if read_hf_config(src)["model_type"] == "janus":
+        raise HFImportError(
+            f"{src} is a Hugging Face Janus: import it with --kind janus (the janus recipe "
+            "holds its SigLIP, VQ model and generation head)"
+        )
     if read_hf_config(src)["model_type"] == "chameleon":
         raise HFImportError(
             f"{src} is a Hugging Face Chameleon: its vocabulary interleaves image codes with "

@@ -53,10 +53,17 @@ class ChameleonModel(UnifiedModel):
         self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
-        h, w = parts.image.grid
-        dim = parts.config.model.dim
-        self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
-        self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+        self.pos2d = self.uses_image_pos_embed(parts)
+        if self.pos2d:
+            h, w = parts.image.grid
+            dim = parts.config.model.dim
+            self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
+            self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+
+    @classmethod
+    def uses_image_pos_embed(cls, parts: Parts) -> bool:
+        """Whether image slots get the learned (row, col) embedding (janus can turn it off)."""
+        return True
 
     @classmethod
     def backbone_config(cls, parts: Parts) -> ModelConfig:
@@ -83,6 +90,9 @@ class ChameleonModel(UnifiedModel):
         return_hidden: bool = False,
     ) -> torch.Tensor:
         """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
+        if not self.pos2d:
+            x = self.token_embeddings(tokens)
+            return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
         seen = None
         if cache is not None and cache.length > 0:
             seen = cache.state["image_tokens"]

@@ -28,6 +28,7 @@ Legend: T text vocabulary, C codebook size, N slots per image, D backbone width.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,13 +43,20 @@ from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
 from unimm.recipes.parts import Parts
 from unimm.tokenizers.semantic import SemanticEncoder
+from unimm.tokenizers.vq import VQTokenizer
 
 if TYPE_CHECKING:
     from unimm.interop.hf_vision import HFSemanticEncoder
 
 
-def mlp(d_in: int, d_out: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+def mlp(d_in: int, d_out: int, hidden: int, depth: int = 2) -> nn.Sequential:
+    """`depth` Linear layers with GELU between them (Janus's aligners: depth 2); the Linear
+    layers sit at even indices, so depth 2 is Linear, GELU, Linear."""
+    dims = [d_in] + [hidden] * (depth - 1) + [d_out]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers += [nn.GELU(), nn.Linear(a, b)] if i else [nn.Linear(a, b)]
+    return nn.Sequential(*layers)
 
 
 class JanusModel(ChameleonModel):
@@ -66,11 +74,16 @@ class JanusModel(ChameleonModel):
             )
         cfg, dim = parts.config, parts.config.model.dim
         self.codebook = parts.image.codebook_size
-        self.gen_embed = nn.Embedding(self.codebook, cfg.janus.gen_embed_dim)
-        self.gen_aligner = mlp(cfg.janus.gen_embed_dim, dim, dim)
+        j = cfg.janus
+        self.gen_embed = nn.Embedding(self.codebook, j.gen_embed_dim)
+        self.gen_aligner = mlp(j.gen_embed_dim, dim, dim, j.gen_aligner_depth)
         self.gen_head = mlp(dim, self.codebook, dim)
-        self.und_aligner = mlp(parts.semantic.feature_dim, dim, dim)
+        self.und_aligner = mlp(parts.semantic.feature_dim, dim, dim, j.und_aligner_depth)
         self._bank: Tensor | None = None  # (K, D) adapted features behind the placeholders
+
+    @classmethod
+    def uses_image_pos_embed(cls, parts: Parts) -> bool:
+        return parts.config.janus.image_pos_embed
 
     @classmethod
     def backbone_config(cls, parts: Parts) -> ModelConfig:
@@ -149,6 +162,27 @@ class JanusModel(ChameleonModel):
             return super().loss(samples, generator)
         finally:
             self._bank = None
+
+    # ----- checkpoints ----------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, image_tokenizer: VQTokenizer | str | Path | None = None
+    ) -> JanusModel:
+        """A unimm janus checkpoint, or a Hugging Face JanusForConditionalGeneration folder
+        (Janus / Janus-Pro) imported whole: unimm.interop.hf_janus_recipe."""
+        from unimm.interop.hf_files import is_hf_folder
+
+        if image_tokenizer is not None:
+            raise ValueError(
+                "JanusModel.from_pretrained takes no image_tokenizer: a janus checkpoint holds "
+                "its own, and a Hugging Face Janus folder brings its VQ model"
+            )
+        if is_hf_folder(directory):
+            from unimm.interop.hf_janus_recipe import janus_from_hf
+
+            return janus_from_hf(directory)
+        return super().from_pretrained(directory)
 
     # ----- inference ------------------------------------------------------------------------
 

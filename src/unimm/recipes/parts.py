@@ -27,6 +27,7 @@ from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
 if TYPE_CHECKING:
+    from unimm.interop.hf_janus_vq import HFJanusVQ
     from unimm.interop.hf_vae import DiffusersVAETokens
     from unimm.interop.hf_vision import HFSemanticEncoder
 
@@ -39,7 +40,7 @@ class Parts:
     config: RunConfig
     text: TextTokenizer
     image: (
-        VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens
+        VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ
     )  # discrete codes or continuous tokens, per recipe
     # frozen, when the recipe uses one
     semantic: SemanticEncoder | HFSemanticEncoder | None = field(default=None)
@@ -85,14 +86,18 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
 
 def load_image_tokenizer(
     directory: str | Path,
-) -> VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens:
+) -> VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ:
     """Whichever image tokenizer `directory` holds, told apart by its config file's name; a
-    diffusers AutoencoderKL folder gives unimm.interop.hf_vae.DiffusersVAETokens."""
+    diffusers AutoencoderKL folder gives unimm.interop.hf_vae.DiffusersVAETokens, a Janus VQ
+    model's folder unimm.interop.hf_janus_vq.HFJanusVQ."""
+    from unimm.interop.hf_janus_vq import HFJanusVQ, is_hf_janus_vq
     from unimm.interop.hf_vae import DiffusersVAETokens, is_diffusers_vae
 
     directory = Path(directory)
     if is_diffusers_vae(directory):
         return DiffusersVAETokens.from_pretrained(directory)
+    if is_hf_janus_vq(directory):
+        return HFJanusVQ.from_pretrained(directory)
     if (directory / PATCHES_CONFIG).is_file():
         return PixelPatches.from_pretrained(directory)
     if (directory / VAE_CONFIG).is_file():
@@ -116,6 +121,6 @@ def load_semantic_encoder(
         raise HFImportError(
             f"{path} is not a semantic encoder: neither unimm's ({SEMANTIC_CONFIG}) nor a "
             "Hugging Face SigLIP / CLIP folder (config.json with model_type siglip_vision_model, "
-            "siglip, clip_vision_model or clip)"
+            "siglip, clip_vision_model, clip or janus_vision_model)"
         )
     return HFSemanticEncoder.from_pretrained(path, grid=grid)

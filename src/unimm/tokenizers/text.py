@@ -6,6 +6,7 @@ trained on the world's text turns each of its words into one or two tokens.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -27,20 +28,28 @@ SPECIAL_TOKENS = (
 )
 
 TOKENIZER_FILE = "tokenizer.json"
+# An imported tokenizer's own tokens playing unimm's markers (e.g. Janus's "<begin_of_image>"
+# as "<|boi|>"): {unimm marker: the tokenizer's token}, saved next to tokenizer.json.
+MARKERS_FILE = "tokenizer_markers.json"
 
 
 class TextTokenizer:
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, markers: dict[str, str] | None = None):
         self._tok = tokenizer
-        missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+        self.markers = dict(markers or {})
+        unknown = set(self.markers) - set(SPECIAL_TOKENS)
+        if unknown:
+            raise ValueError(f"marker aliases for unknown markers {sorted(unknown)}")
+        ids = {t: tokenizer.token_to_id(self.markers.get(t, t)) for t in SPECIAL_TOKENS}
+        missing = [self.markers.get(t, t) for t, i in ids.items() if i is None]
         if missing:
             raise ValueError(f"tokenizer lacks unimm's special tokens {missing}")
         self.pad_id, self.bos_id, self.eos_id, self.boi_id, self.eoi_id = (
-            tokenizer.token_to_id(t) for t in SPECIAL_TOKENS[:5]
+            ids[t] for t in SPECIAL_TOKENS[:5]
         )
-        self.user_id = tokenizer.token_to_id("<|user|>")
-        self.assistant_id = tokenizer.token_to_id("<|assistant|>")
-        self.mask_id = tokenizer.token_to_id("<|mask|>")
+        self.user_id = ids["<|user|>"]
+        self.assistant_id = ids["<|assistant|>"]
+        self.mask_id = ids["<|mask|>"]
 
     @property
     def vocab_size(self) -> int:
@@ -73,6 +82,8 @@ class TextTokenizer:
         os.close(fd)
         self._tok.save(tmp)
         os.replace(tmp, directory / TOKENIZER_FILE)
+        if self.markers:
+            (directory / MARKERS_FILE).write_text(json.dumps(self.markers, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> TextTokenizer:
@@ -83,4 +94,10 @@ class TextTokenizer:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise ValueError(f"corrupt text tokenizer file {path}: {e}") from None
-        return cls(tok)
+        markers = None
+        if (Path(directory) / MARKERS_FILE).is_file():
+            try:
+                markers = json.loads((Path(directory) / MARKERS_FILE).read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"corrupt {Path(directory) / MARKERS_FILE}: {e}") from None
+        return cls(tok, markers)
