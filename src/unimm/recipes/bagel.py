@@ -53,7 +53,7 @@ from unimm.model.masks import block_causal_mask
 from unimm.model.mot import MoTTransformer
 from unimm.model.transformer import Transformer
 from unimm.recipes.janus import mlp
-from unimm.recipes.parts import Parts
+from unimm.recipes.parts import Parts, check_semantic_encoder
 from unimm.recipes.transfusion import TransfusionModel
 
 
@@ -99,13 +99,7 @@ class BagelModel(TransfusionModel):
 
     def __init__(self, parts: Parts):
         super().__init__(parts)
-        if parts.semantic is None:
-            raise ValueError("the bagel recipe needs a semantic encoder (Parts.semantic)")
-        if parts.semantic.grid != parts.image.grid:
-            raise ValueError(
-                f"semantic encoder grid {parts.semantic.grid} != image tokenizer grid "
-                f"{parts.image.grid}: each feature fills one image slot"
-            )
+        check_semantic_encoder(parts, "bagel")
         dim = parts.config.model.dim
         h, w = parts.image.grid
         self.und_aligner = mlp(parts.semantic.feature_dim, dim, dim)

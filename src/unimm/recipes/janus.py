@@ -41,7 +41,7 @@ from unimm.model.config import ModelConfig
 from unimm.paradigms.rng import Seed
 from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
-from unimm.recipes.parts import Parts
+from unimm.recipes.parts import Parts, check_semantic_encoder
 from unimm.tokenizers.semantic import SemanticEncoder
 from unimm.tokenizers.vq import VQTokenizer
 
@@ -65,13 +65,7 @@ class JanusModel(ChameleonModel):
 
     def __init__(self, parts: Parts):
         super().__init__(parts)
-        if parts.semantic is None:
-            raise ValueError("the janus recipe needs a semantic encoder (Parts.semantic)")
-        if parts.semantic.grid != parts.image.grid:
-            raise ValueError(
-                f"semantic encoder grid {parts.semantic.grid} != image tokenizer grid "
-                f"{parts.image.grid}: each feature fills one image slot"
-            )
+        check_semantic_encoder(parts, "janus")
         cfg, dim = parts.config, parts.config.model.dim
         self.codebook = parts.image.codebook_size
         j = cfg.janus

@@ -46,6 +46,18 @@ class Parts:
     semantic: SemanticEncoder | HFSemanticEncoder | None = field(default=None)
 
 
+def check_semantic_encoder(parts: Parts, recipe: str) -> None:
+    """Recipes that read images through a semantic encoder need one on the image tokenizer's
+    grid: each of its features fills one image slot."""
+    if parts.semantic is None:
+        raise ValueError(f"the {recipe} recipe needs a semantic encoder (Parts.semantic)")
+    if parts.semantic.grid != parts.image.grid:
+        raise ValueError(
+            f"semantic encoder grid {parts.semantic.grid} != image tokenizer grid "
+            f"{parts.image.grid}: each feature fills one image slot"
+        )
+
+
 def save_parts(parts: Parts, directory: Path, recipe: str) -> None:
     write_json(
         directory / CONFIG_FILE,
