@@ -16,6 +16,7 @@ from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.recipes.bagel_config import BagelConfig
+from unimm.recipes.chameleon_config import ChameleonConfig
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
 from unimm.recipes.metaquery_config import MetaQueryConfig
@@ -63,6 +64,7 @@ class RunConfig:
     head: HeadConfig = field(default_factory=HeadConfig)  # the MAR / Harmon per-token head
     janusflow: JanusFlowConfig = field(default_factory=JanusFlowConfig)
     transfusion: TransfusionConfig = field(default_factory=TransfusionConfig)
+    chameleon: ChameleonConfig = field(default_factory=ChameleonConfig)
     janus: JanusConfig = field(default_factory=JanusConfig)
     metaquery: MetaQueryConfig = field(default_factory=MetaQueryConfig)
     bagel: BagelConfig = field(default_factory=BagelConfig)

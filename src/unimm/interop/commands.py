@@ -17,15 +17,19 @@ def add_interop_parsers(sub: argparse._SubParsersAction) -> None:
         help="import a Hugging Face checkpoint folder as a unimm checkpoint",
         description="Reads config.json + safetensors (sharded or not) from SRC_DIR and writes a "
         "unimm checkpoint to DEST_DIR. --kind backbone: a Llama / Qwen2 (or Chameleon / Janus "
-        "language model) as a bare backbone. --kind chameleon: a Llama / Qwen2 with its "
-        "tokenizer.json plus --image-tokenizer as a chameleon-recipe checkpoint to fine-tune "
-        "(`unimm finetune`). --kind janus: a JanusForConditionalGeneration (Janus / Janus-Pro) "
-        "as a janus-recipe checkpoint. See docs/INTEROP.md.",
+        "language model) as a bare backbone. --kind chameleon: a ChameleonForConditionalGeneration "
+        "(config.json model_type 'chameleon') as a whole chameleon-recipe checkpoint, or a "
+        "Llama / Qwen2 with its tokenizer.json plus --image-tokenizer as a chameleon-recipe "
+        "checkpoint to fine-tune (`unimm finetune`). --kind janus: a "
+        "JanusForConditionalGeneration (Janus / Janus-Pro) as a janus-recipe checkpoint. See "
+        "docs/INTEROP.md.",
     )
     i.add_argument("src", metavar="SRC_DIR", help="Hugging Face folder (or hub id, if online)")
     i.add_argument("dest", metavar="DEST_DIR")
     i.add_argument("--kind", required=True, choices=["backbone", "chameleon", "janus"])
-    i.add_argument("--image-tokenizer", help="unimm image tokenizer directory (--kind chameleon)")
+    i.add_argument(
+        "--image-tokenizer", help="unimm image tokenizer directory (--kind chameleon from an LLM)"
+    )
     i.add_argument(
         "--preset", default="small", help="training settings to store (chameleon, janus)"
     )

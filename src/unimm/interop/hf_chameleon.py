@@ -83,6 +83,22 @@ def _read(directory: Path, dtype: torch.dtype) -> tuple[Transformer, dict, dict[
     return build_backbone(config, state, dtype).eval(), cfg, vq
 
 
+def code_token(code: int) -> str:
+    """Chameleon's token for image code `code`: "IMGIMG", its decimal digits as letters A-J,
+    then "Z" (transformers' ChameleonImageVocabularyMapping reads them the same way)."""
+    return IMAGE_NAME_PREFIX + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+
+
+def image_code_ids(vocabulary: dict[str, int]) -> dict[int, int]:
+    """{image code: vocabulary id} of the IMGIMG tokens of a Chameleon vocabulary (img2bpe)."""
+    codes = {}
+    for name, bpe in vocabulary.items():
+        if name.startswith(IMAGE_NAME_PREFIX):
+            digits = name[len(IMAGE_NAME_PREFIX) : -1]
+            codes[int("".join(str(ord(c) - ord("A")) for c in digits))] = int(bpe)
+    return codes
+
+
 class HFChameleon:
     """A Hugging Face Chameleon run by unimm: backbone in unimm, VQ encoder from transformers.
 
@@ -92,12 +108,7 @@ class HFChameleon:
     def __init__(self, backbone: Transformer, vq: torch.nn.Module, vocabulary_map: dict) -> None:
         self.backbone = backbone
         self.vq = vq.eval().requires_grad_(False)
-        codes = {}
-        for name, bpe in vocabulary_map.items():
-            if name.startswith(IMAGE_NAME_PREFIX):
-                # "IMGIMG" + the code's decimal digits written as letters A-J + one final char.
-                digits = name[len(IMAGE_NAME_PREFIX) : -1]
-                codes[int("".join(str(ord(c) - ord("A")) for c in digits))] = int(bpe)
+        codes = image_code_ids(vocabulary_map)
         if not codes:
             raise HFImportError("vocabulary_map has no IMGIMG image tokens")
         self.code_to_id = torch.zeros(max(codes) + 1, dtype=torch.long)  # (n_codes,)

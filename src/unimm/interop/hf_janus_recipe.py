@@ -28,18 +28,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, Tokenizer
 from torch import Tensor
 
-from unimm.checkpoint import read_json
 from unimm.interop.hf_files import HFImportError, read_hf_config
 from unimm.interop.hf_janus import PREFIXES, _read_llm, _split
+from unimm.interop.unified import aliased_text_tokenizer
 from unimm.interop.vocab import resize_vocabulary
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.janus import JanusModel
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.parts import Parts
-from unimm.tokenizers.text import SPECIAL_TOKENS, TOKENIZER_FILE, TextTokenizer
+from unimm.tokenizers.text import TextTokenizer
 
 # unimm marker -> Janus's token (when tokenizer_config.json names none for it).
 JANUS_MARKERS = {
@@ -51,46 +50,12 @@ JANUS_MARKERS = {
     "<|user|>": "<|User|>",
     "<|assistant|>": "<|Assistant|>",
 }
-# unimm marker -> the tokenizer_config.json key that names the folder's own token for it.
-CONFIG_KEYS = {
-    "<|pad|>": "pad_token",
-    "<|bos|>": "bos_token",
-    "<|eos|>": "eos_token",
-    "<|boi|>": "boi_token",
-    "<|eoi|>": "eoi_token",
-}
-
-
-def _token_text(value) -> str | None:
-    if isinstance(value, dict):  # {"content": "<...>", "lstrip": ...}
-        value = value.get("content")
-    return value if isinstance(value, str) else None
 
 
 def janus_text_tokenizer(directory: str | Path) -> TextTokenizer:
     """The folder's tokenizer.json, unimm's markers played by Janus's tokens where it has them
     (module docstring); existing token ids are unchanged."""
-    directory = Path(directory)
-    path = directory / TOKENIZER_FILE
-    if not path.is_file():
-        raise HFImportError(f"{path} is missing: the janus import needs the tokenizer.json")
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
-        raise HFImportError(f"corrupt tokenizer file {path}: {e}") from None
-    own = {}
-    if (directory / "tokenizer_config.json").is_file():
-        own = read_json(directory / "tokenizer_config.json")
-    markers, missing = {}, []
-    for marker in SPECIAL_TOKENS:
-        candidates = [_token_text(own.get(CONFIG_KEYS.get(marker, ""))), JANUS_MARKERS.get(marker)]
-        found = next((c for c in candidates if c and tok.token_to_id(c) is not None), None)
-        if found is not None and found != marker:
-            markers[marker] = found
-        elif found is None and tok.token_to_id(marker) is None:
-            missing.append(marker)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
-    return TextTokenizer(tok, markers)
+    return aliased_text_tokenizer(directory, JANUS_MARKERS, "the janus import")
 
 
 def _mlp_state(src: dict[str, Tensor], names: list[str], prefix: str) -> dict[str, Tensor | None]:

@@ -3,7 +3,11 @@
 Kinds:
     backbone   Llama / Qwen2 (or the language model of Chameleon / Janus) -> a bare backbone
                checkpoint (unimm.interop.backbone_checkpoint).
-    chameleon  a Llama / Qwen2 folder plus a unimm image tokenizer (--image-tokenizer) -> a
+    chameleon  told apart by SRC's config.json model_type:
+               "chameleon" (a ChameleonForConditionalGeneration) -> a chameleon-recipe
+               checkpoint holding the whole model, its VQ encoder as the image tokenizer and its
+               own vocabulary (unimm.interop.hf_chameleon_recipe); no --image-tokenizer;
+               "llama" / "qwen2" plus a unimm image tokenizer (--image-tokenizer) -> a
                chameleon-recipe checkpoint ready to train (vocabulary grown by the codebook).
     janus      a JanusForConditionalGeneration folder (Janus / Janus-Pro) -> a janus-recipe
                checkpoint: LLM, SigLIP, VQ model, aligners, generation head
@@ -73,11 +77,7 @@ def import_hf(
             "holds its SigLIP, VQ model and generation head)"
         )
     if read_hf_config(src)["model_type"] == "chameleon":
-        raise HFImportError(
-            f"{src} is a Hugging Face Chameleon: its vocabulary interleaves image codes with "
-            "text, which the chameleon recipe's [text | codes] layout cannot hold; load it "
-            "with unimm.interop.hf_chameleon.HFChameleon instead (docs/INTEROP.md)"
-        )
+        return chameleon_from_hf_source(src, image_tokenizer, preset).save_pretrained(dest)
     if image_tokenizer is None:
         raise HFImportError(
             "--kind chameleon needs --image-tokenizer DIR (a unimm image tokenizer, e.g. "

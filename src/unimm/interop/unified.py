@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from unimm.checkpoint import read_json
 from unimm.interop.hf_files import HFImportError, read_hf_config
 from unimm.interop.hf_llama import LLM_TYPES, load_hf_llm
 from unimm.interop.vocab import resize_vocabulary
@@ -39,6 +40,52 @@ def text_tokenizer_from_hf(directory: str | Path) -> TextTokenizer:
     missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
     return TextTokenizer(tok)
+
+
+# unimm marker -> the tokenizer_config.json key that names the folder's own token for it.
+CONFIG_KEYS = {
+    "<|pad|>": "pad_token",
+    "<|bos|>": "bos_token",
+    "<|eos|>": "eos_token",
+    "<|boi|>": "boi_token",
+    "<|eoi|>": "eoi_token",
+}
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):  # {"content": "<...>", "lstrip": ...}
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def aliased_text_tokenizer(
+    directory: str | Path, aliases: dict[str, str], what: str
+) -> TextTokenizer:
+    """The folder's tokenizer.json with unimm's markers played by the model's own tokens: the
+    one tokenizer_config.json names (CONFIG_KEYS), else `aliases[marker]`, where the tokenizer
+    has it (TextTokenizer's marker aliases, saved as tokenizer_markers.json). Markers it lacks
+    are appended as new special tokens; existing token ids are unchanged."""
+    directory = Path(directory)
+    path = directory / TOKENIZER_FILE
+    if not path.is_file():
+        raise HFImportError(f"{path} is missing: {what} needs the tokenizer.json")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+        raise HFImportError(f"corrupt tokenizer file {path}: {e}") from None
+    own = {}
+    if (directory / "tokenizer_config.json").is_file():
+        own = read_json(directory / "tokenizer_config.json")
+    markers, missing = {}, []
+    for marker in SPECIAL_TOKENS:
+        candidates = [_token_text(own.get(CONFIG_KEYS.get(marker, ""))), aliases.get(marker)]
+        found = next((c for c in candidates if c and tok.token_to_id(c) is not None), None)
+        if found is not None and found != marker:
+            markers[marker] = found
+        elif found is None and tok.token_to_id(marker) is None:
+            missing.append(marker)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    return TextTokenizer(tok, markers)
 
 
 def chameleon_from_hf_llm(
@@ -74,15 +121,26 @@ def chameleon_from_hf_llm(
 def chameleon_from_hf_source(
     src: str | Path, image_tokenizer: VQTokenizer | str | Path | None, preset: str = "small"
 ) -> ChameleonModel:
-    """ChameleonModel.from_pretrained on a Hugging Face LLM folder (or hub id, when online)."""
+    """ChameleonModel.from_pretrained on a Hugging Face folder (or hub id, when online): a
+    ChameleonForConditionalGeneration is imported whole (unimm.interop.hf_chameleon_recipe); an
+    LLM starts the recipe with `image_tokenizer`."""
     from unimm.interop.importer import resolve_source
 
     folder = resolve_source(src)
     kind = read_hf_config(folder)["model_type"]
+    if kind == "chameleon":
+        from unimm.interop.hf_chameleon_recipe import chameleon_from_hf
+
+        if image_tokenizer is not None:
+            raise HFImportError(
+                f"{src} is a Hugging Face Chameleon, which brings its own VQ image tokenizer: "
+                "give no image tokenizer (--image-tokenizer)"
+            )
+        return chameleon_from_hf(folder, get_run_config(preset))
     if kind not in LLM_TYPES:
         raise HFImportError(
             f"{src} is a Hugging Face {kind!r} model; the chameleon recipe starts from "
-            f"{' or '.join(LLM_TYPES)} (for a Hugging Face Chameleon see docs/INTEROP.md)"
+            f"{' or '.join(LLM_TYPES)} or imports a ChameleonForConditionalGeneration"
         )
     if image_tokenizer is None:
         raise HFImportError(

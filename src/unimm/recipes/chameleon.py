@@ -7,7 +7,10 @@ a KV cache and classifier-free guidance (LlamaGen, arXiv 2406.06525: logits = u 
 where the unconditional row is the prompt with its text dropped, learned by dropping the
 caption with probability 0.1 in training).
 
-Vocabulary: [0, text_vocab) text ids and markers, [text_vocab, text_vocab + codebook) image codes.
+Vocabulary: [0, text_vocab) text ids and markers, [text_vocab, text_vocab + codebook) image codes
+(`chameleon.code_ids = "after_text"`). A Hugging Face Chameleon imported into this recipe keeps
+its own layout, the codes interleaved among its text ids (`"tokenizer"`); `code_ids` below is
+the one table both layouts go through.
 
 Positions: 1-D RoPE over the whole sequence, plus a learned (row, column) embedding added to
 every image-code token. Relative positions alone leave the model to infer where in the grid a
@@ -37,8 +40,8 @@ from unimm.model.attention import KVCache
 from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss
-from unimm.paradigms.rng import Seed, make_rng
-from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
+from unimm.paradigms.rng import Rng, Seed, make_rng
+from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel, UnsupportedTask
 from unimm.recipes.parts import Parts, load_parts, save_parts
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vq import VQTokenizer
@@ -53,6 +56,13 @@ class ChameleonModel(UnifiedModel):
         self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
+        # (C,) vocabulary id of each image code, and its inverse (-1 off the codes); CPU tables
+        # built outside any meta-device context, moved to the tokens' device on use.
+        self.code_ids = self.image_code_ids(parts)
+        size = max(parts.config.model.vocab_size, int(self.code_ids.max()) + 1)
+        self._id_to_code = torch.full((size,), -1, device="cpu")
+        self._id_to_code[self.code_ids] = torch.arange(len(self.code_ids), device="cpu")
+        self.codes_after_text = parts.config.chameleon.code_ids == "after_text"
         self.pos2d = self.uses_image_pos_embed(parts)
         if self.pos2d:
             h, w = parts.image.grid
@@ -62,8 +72,43 @@ class ChameleonModel(UnifiedModel):
 
     @classmethod
     def uses_image_pos_embed(cls, parts: Parts) -> bool:
-        """Whether image slots get the learned (row, col) embedding (janus can turn it off)."""
-        return True
+        """Whether image slots get the learned (row, col) embedding (an imported Hugging Face
+        Chameleon or Janus has none)."""
+        return parts.config.chameleon.image_pos_embed
+
+    @classmethod
+    def image_code_ids(cls, parts: Parts) -> torch.Tensor:
+        """(C,) the vocabulary id of each image code (chameleon.code_ids)."""
+        T, C = parts.text.vocab_size, parts.image.codebook_size
+        if parts.config.chameleon.code_ids == "after_text":
+            return torch.arange(T, T + C, device="cpu")
+        if cls.recipe != "chameleon":
+            raise ValueError("chameleon.code_ids='tokenizer' is for the chameleon recipe only")
+        from unimm.interop.hf_chameleon import image_code_ids
+
+        ids = image_code_ids(parts.text.get_vocab())  # {code: id} of the IMGIMG tokens
+        if sorted(ids) != list(range(C)):
+            raise ValueError(
+                f"chameleon.code_ids='tokenizer': the text tokenizer has {len(ids)} IMGIMG image "
+                f"tokens, the image tokenizer's codebook has {C} codes"
+            )
+        return torch.tensor([ids[c] for c in range(C)], device="cpu")
+
+    def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """Image codes (any shape) -> their vocabulary ids."""
+        return self.code_ids.to(codes.device)[codes]
+
+    def ids_to_codes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Vocabulary ids of image codes (any shape) -> the codes."""
+        return self._id_to_code.to(ids.device)[ids]
+
+    def text_ids(self) -> range | torch.Tensor:
+        """The ids an answer may use: every id that is not an image code."""
+        if self.codes_after_text:
+            return range(0, self.image_offset)
+        is_text = torch.ones(self.backbone.config.vocab_size, dtype=torch.bool, device="cpu")
+        is_text[self.code_ids] = False
+        return is_text.nonzero().flatten()
 
     @classmethod
     def backbone_config(cls, parts: Parts) -> ModelConfig:
@@ -121,7 +166,7 @@ class ChameleonModel(UnifiedModel):
         return self._background
 
     def background_ids(self) -> list[int]:
-        return [c + self.image_offset for c in self.background_codes()]
+        return self.code_ids[self.background_codes()].tolist()
 
     def image_grid_index(
         self, tokens: torch.Tensor, seen: torch.Tensor | None = None
@@ -137,8 +182,10 @@ class ChameleonModel(UnifiedModel):
         return torch.where(is_image, index, torch.full_like(index, -1))
 
     def image_slots(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) bool: which positions hold an image token (codes are the last ids)."""
-        return tokens >= self.image_offset
+        """(B, T) bool: which positions hold an image token."""
+        if self.codes_after_text:  # codes are the last ids (janus's feature slots follow them)
+            return tokens >= self.image_offset
+        return self.ids_to_codes(tokens) >= 0
 
     @property
     def image_resolution(self) -> int:
@@ -156,11 +203,11 @@ class ChameleonModel(UnifiedModel):
 
     @torch.no_grad()
     def encode_images(self, images: list[np.ndarray]) -> list[list[int]]:
-        """uint8 images -> vocabulary ids (codes shifted past the text vocabulary)."""
+        """uint8 images -> vocabulary ids of their codes (raster order)."""
         if not images:
             return []
         codes = self.image_tok.encode(to_tensor(images, self.device))  # (N, h, w)
-        return (codes.flatten(1) + self.image_offset).tolist()
+        return self.codes_to_ids(codes.flatten(1)).tolist()
 
     def image_ids(self, samples: list[Sample]) -> list[list[int]]:
         """The ids filling each image's slots, images in order across the batch: its codes."""
@@ -226,7 +273,55 @@ class ChameleonModel(UnifiedModel):
         sampling: SamplingConfig | None = None,
         seed: Seed = 0,
     ) -> list[Segment]:
+        if modality == "image":
+            if not getattr(self.image_tok, "has_decoder", True):  # e.g. a HF Chameleon's VQ
+                raise UnsupportedTask(
+                    f"{self.image_tok.no_decoder}; generate_image_codes(prompts) gives the codes"
+                )
+            grid = self.generate_image_codes(prompts, sampling, seed)
+            return [Image(p) for p in to_uint8(self.image_tok.decode(grid))]
         sampling = sampling or SamplingConfig()
+        ids, max_new_tokens, rng = self._start(prompts, modality, sampling, seed)
+        out = generate(
+            self,
+            ids,
+            max_new_tokens,
+            allowed_ids=self.text_ids(),
+            stop_ids=[self.text_tok.eos_id],
+            **self._decoding(sampling, rng),
+        )
+        eos = self.text_tok.eos_id
+        return [Text(self.text_tok.decode(t for t in row if t != eos)) for row in out]
+
+    @torch.no_grad()
+    def generate_image_codes(
+        self, prompts: list[list[Segment]], sampling: SamplingConfig | None = None, seed: Seed = 0
+    ) -> torch.Tensor:
+        """(B, h, w) image codes for each prompt: what `generate(..., "image")` decodes."""
+        sampling = sampling or SamplingConfig()
+        ids, _, rng = self._start(prompts, "image", sampling, seed)
+        # The unconditional row keeps the images of the prompt and drops its text, as in
+        # training's condition dropout.
+        uncond = [
+            self._prompt_ids([s for s in p if isinstance(s, Image)], "image") for p in prompts
+        ]
+        codes = generate(
+            self,
+            ids,
+            self.image_tokens,
+            cfg_scale=sampling.cfg_scale,
+            uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
+            cfg_keep_ids=self.background_ids() if sampling.cfg_keep_background else None,
+            allowed_ids=self.code_ids,
+            **self._decoding(sampling, rng),
+        )
+        grid = self.ids_to_codes(torch.tensor(codes, device=self.device))
+        return grid.view(len(prompts), *self.image_tok.grid)
+
+    def _start(
+        self, prompts: list[list[Segment]], modality: Modality, sampling: SamplingConfig, seed: Seed
+    ) -> tuple[list[list[int]], int, Rng]:
+        """Checked prompt ids, the answer's length limit and the sampling rng."""
         self.check_prompts(prompts, modality)
         rng = make_rng(seed, len(prompts))
         ids = [self._prompt_ids(p, modality) for p in prompts]
@@ -238,43 +333,16 @@ class ChameleonModel(UnifiedModel):
                 f"prompt too long: {context - room} tokens leave no room for the "
                 f"{'image' if modality == 'image' else 'answer'} (the model takes {context})"
             )
-        max_new_tokens = min(sampling.max_new_tokens, room)  # text: cut at the context's end
-        decode = dict(
+        return ids, min(sampling.max_new_tokens, room), rng  # text: cut at the context's end
+
+    @staticmethod
+    def _decoding(sampling: SamplingConfig, rng: Rng) -> dict:
+        return dict(
             temperature=sampling.temperature,
             top_k=sampling.top_k,
             top_p=sampling.top_p,
             generator=rng,
         )
-        if modality == "image":
-            # The unconditional row keeps the images of the prompt and drops its text, as in
-            # training's condition dropout.
-            uncond = [
-                self._prompt_ids([s for s in p if isinstance(s, Image)], "image") for p in prompts
-            ]
-            first_code = self.image_offset
-            codes = generate(
-                self,
-                ids,
-                self.image_tokens,
-                cfg_scale=sampling.cfg_scale,
-                uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
-                cfg_keep_ids=self.background_ids() if sampling.cfg_keep_background else None,
-                allowed_ids=range(first_code, first_code + self.image_tok.codebook_size),
-                **decode,
-            )
-            grid = torch.tensor(codes, device=self.device) - first_code
-            grid = grid.view(len(prompts), *self.image_tok.grid)
-            return [Image(p) for p in to_uint8(self.image_tok.decode(grid))]
-        out = generate(
-            self,
-            ids,
-            max_new_tokens,
-            allowed_ids=range(0, self.image_offset),
-            stop_ids=[self.text_tok.eos_id],
-            **decode,
-        )
-        eos = self.text_tok.eos_id
-        return [Text(self.text_tok.decode(t for t in row if t != eos)) for row in out]
 
     # ----- checkpoints ----------------------------------------------------------------------
 
@@ -289,8 +357,10 @@ class ChameleonModel(UnifiedModel):
     def from_pretrained(
         cls, directory: str | Path, image_tokenizer: VQTokenizer | str | Path | None = None
     ) -> ChameleonModel:
-        """A unimm chameleon checkpoint, or a Hugging Face Llama / Qwen2 folder (or hub id)
-        started as this recipe with `image_tokenizer` (unimm.interop.unified)."""
+        """A unimm chameleon checkpoint; a Hugging Face ChameleonForConditionalGeneration folder
+        (or hub id), imported whole (unimm.interop.hf_chameleon_recipe); or a Hugging Face
+        Llama / Qwen2 folder started as this recipe with `image_tokenizer`
+        (unimm.interop.unified)."""
         from unimm.interop.hf_files import is_hf_folder
 
         if image_tokenizer is not None or is_hf_folder(directory):

@@ -27,6 +27,7 @@ from unimm.tokenizers.vae import VAE_CONFIG, VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 
 if TYPE_CHECKING:
+    from unimm.interop.hf_chameleon_vq import HFChameleonVQ
     from unimm.interop.hf_janus_vq import HFJanusVQ
     from unimm.interop.hf_vae import DiffusersVAETokens
     from unimm.interop.hf_vision import HFSemanticEncoder
@@ -40,7 +41,7 @@ class Parts:
     config: RunConfig
     text: TextTokenizer
     image: (
-        VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ
+        VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ | HFChameleonVQ
     )  # discrete codes or continuous tokens, per recipe
     # frozen, when the recipe uses one
     semantic: SemanticEncoder | HFSemanticEncoder | None = field(default=None)
@@ -98,10 +99,12 @@ def load_parts(directory: str | Path, expect_recipe: str) -> Parts:
 
 def load_image_tokenizer(
     directory: str | Path,
-) -> VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ:
+) -> VQTokenizer | PixelPatches | VAETokenizer | DiffusersVAETokens | HFJanusVQ | HFChameleonVQ:
     """Whichever image tokenizer `directory` holds, told apart by its config file's name; a
     diffusers AutoencoderKL folder gives unimm.interop.hf_vae.DiffusersVAETokens, a Janus VQ
-    model's folder unimm.interop.hf_janus_vq.HFJanusVQ."""
+    model's folder unimm.interop.hf_janus_vq.HFJanusVQ, a Chameleon VQ model's folder
+    unimm.interop.hf_chameleon_vq.HFChameleonVQ."""
+    from unimm.interop.hf_chameleon_vq import HFChameleonVQ, is_hf_chameleon_vq
     from unimm.interop.hf_janus_vq import HFJanusVQ, is_hf_janus_vq
     from unimm.interop.hf_vae import DiffusersVAETokens, is_diffusers_vae
 
@@ -110,6 +113,8 @@ def load_image_tokenizer(
         return DiffusersVAETokens.from_pretrained(directory)
     if is_hf_janus_vq(directory):
         return HFJanusVQ.from_pretrained(directory)
+    if is_hf_chameleon_vq(directory):
+        return HFChameleonVQ.from_pretrained(directory)
     if (directory / PATCHES_CONFIG).is_file():
         return PixelPatches.from_pretrained(directory)
     if (directory / VAE_CONFIG).is_file():

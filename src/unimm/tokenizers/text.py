@@ -55,6 +55,10 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
+    def get_vocab(self) -> dict[str, int]:
+        """{token: id} of every token, added special tokens included."""
+        return self._tok.get_vocab()
+
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 512) -> TextTokenizer:
         tok = Tokenizer(models.BPE())
