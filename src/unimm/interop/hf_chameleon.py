@@ -11,10 +11,12 @@ weights (and hence transformers) hold only the VQ *encoder*: image codes can be 
 turned into pixels; that is a property of the release, not of this importer.
 
 Vocabulary: Chameleon's 65536 ids interleave its 8192 image codes ("IMGIMG..." tokens) with the
-text tokens, whereas unimm's chameleon recipe lays text then codes. `HFChameleon` therefore keeps
-Chameleon's own ids and exposes understanding (text continuation with image tokens excluded, as
-transformers does) and image-code generation (only image tokens allowed) through unimm's
-KV-cached sampler.
+text tokens. `HFChameleon` keeps Chameleon's own ids and exposes understanding (text
+continuation with image tokens excluded, as transformers does) and image-code generation (only
+image tokens allowed) through unimm's KV-cached sampler (inference only). To get a trainable
+unimm model, import the folder into the chameleon recipe instead, which keeps the same ids
+through its `code_ids` table: unimm.interop.hf_chameleon_recipe (`unimm import SRC DEST --kind
+chameleon`, `ChameleonModel.from_pretrained(SRC)`).
 """
 
 from __future__ import annotations
