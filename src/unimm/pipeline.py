@@ -222,6 +222,7 @@ def _vq_tokenizer(
         lr=cfg.vq_train.lr,
         seed=cfg.train.seed,
         progress=progress,
+        align_weight=cfg.vq_train.align_weight,
     )
     return VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR), cfg
 

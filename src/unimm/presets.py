@@ -35,6 +35,9 @@ class TokenizerTrainConfig:
     seconds: float = 180.0
     batch_size: int = 16  # docs/LOG.md: more steps beat bigger batches at this budget
     lr: float = 2e-3
+    # > 0: semantic discrete tokens (VILA-U): MSE + align_weight * a CLIP loss between the pooled
+    # codes and the captions (unimm.tokenizers.semantic_vq, BENCHMARKS.md)
+    align_weight: float = 0.0
 
 
 @dataclass(kw_only=True)

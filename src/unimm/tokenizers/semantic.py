@@ -84,6 +84,19 @@ def encode_text_bytes(texts: list[str], max_bytes: int) -> tuple[Tensor, Tensor]
     return ids, ids != PAD_BYTE
 
 
+def pair_loss(
+    img: Tensor, txt: Tensor, logit_scale: Tensor, logit_bias: Tensor, kind: str = "clip"
+) -> Tensor:
+    """CLIP's symmetric InfoNCE or SigLIP's pairwise sigmoid over (B, E) unit vectors whose
+    row i of `img` matches row i of `txt`."""
+    logits = img @ txt.T * logit_scale.clamp(max=math.log(100.0)).exp()  # (B, B)
+    if kind == "siglip":
+        labels = 2 * torch.eye(len(txt), device=logits.device) - 1  # +1 pairs, -1 others
+        return -F.logsigmoid(labels * (logits + logit_bias)).sum(1).mean()
+    target = torch.arange(len(txt), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 class SemanticEncoder(nn.Module):
     def __init__(self, config: SemanticConfig) -> None:
         super().__init__()
@@ -148,12 +161,7 @@ class SemanticEncoder(nn.Module):
     def contrastive_loss(self, images: Tensor, texts: list[str]) -> Tensor:
         """The configured loss over a batch of matching (image, caption) pairs."""
         img, txt = self.embed_images(images), self.embed_texts(texts)
-        logits = img @ txt.T * self.logit_scale.clamp(max=math.log(100.0)).exp()  # (B, B)
-        if self.config.loss == "siglip":
-            labels = 2 * torch.eye(len(texts), device=logits.device) - 1  # +1 pairs, -1 others
-            return -F.logsigmoid(labels * (logits + self.logit_bias)).sum(1).mean()
-        target = torch.arange(len(texts), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return pair_loss(img, txt, self.logit_scale, self.logit_bias, self.config.loss)
 
     # ----- checkpoints ----------------------------------------------------------------------
 
