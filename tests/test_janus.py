@@ -3,6 +3,7 @@ KV cache == recomputation, training, sampling, checkpoints, and the pipeline end
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -185,3 +186,28 @@ def test_pipeline_trains_the_semantic_encoder_then_janus(tmp_path):
     model = load_model(tmp_path / "run" / "checkpoint")
     assert isinstance(model, JanusModel) and model.semantic is not None
     assert isinstance(model.answer([rand_image(0)], ["what color?"])[0], str)
+
+
+def test_describe_counts_the_frozen_parts_apart():
+    model = make_model()
+    d = model.describe()
+    assert d["parameters"] == sum(p.numel() for p in model.parameters())
+    assert d["image_tokenizer_parameters"] == sum(p.numel() for p in model.parts.image.parameters())
+    # The semantic encoder counts only the image path its features take, not the text tower
+    # that served its contrastive training.
+    enc = model.parts.semantic
+    text_side = (
+        sum(
+            p.numel()
+            for m in (enc.byte_embed, enc.text_tower, enc.text_proj, enc.image_proj)
+            for p in m.parameters()
+        )
+        + enc.text_pos.numel()
+        + enc.logit_scale.numel()
+        + enc.logit_bias.numel()
+    )
+    assert d["semantic_encoder_parameters"] == sum(p.numel() for p in enc.parameters()) - text_side
+    x = torch.rand(2, 3, enc.config.resolution, enc.config.resolution) * 2 - 1
+    enc = copy.deepcopy(enc).requires_grad_(True)  # frozen in the model
+    grads = torch.autograd.grad(enc.features(x).sum(), enc.feature_parameters())
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)

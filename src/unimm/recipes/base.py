@@ -140,8 +140,21 @@ class UnifiedModel(nn.Module):
         return fit - 1 if modality == "image" else fit
 
     def describe(self) -> dict[str, Any]:
+        """Parameter counts: the recipe's weights ("parameters"; recipes add
+        "active_parameters" and "trained_parameters" where those differ) and the frozen parts
+        it reads and writes images through, which are saved apart and not in that count."""
         n = sum(p.numel() for p in self.parameters())
-        return {"recipe": self.recipe, "parameters": n}
+        out: dict[str, Any] = {"recipe": self.recipe, "parameters": n}
+        parts = getattr(self, "parts", None)
+        for key, tok in (
+            ("image_tokenizer", getattr(parts, "image", None)),
+            ("semantic_encoder", getattr(parts, "semantic", None)),
+        ):
+            if isinstance(tok, nn.Module):
+                # A semantic encoder counts what its features pass through (not its text tower).
+                params = getattr(tok, "feature_parameters", tok.parameters)()
+                out[f"{key}_parameters"] = sum(p.numel() for p in params)
+        return out
 
     # Convenience wrappers in the shapes the evaluators call.
 

@@ -140,6 +140,12 @@ class SemanticEncoder(nn.Module):
         x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1) + self.image_pos
         return self.image_tower(x)
 
+    def feature_parameters(self) -> list[nn.Parameter]:
+        """What `features` passes through: the image tower without its projection; the text
+        tower and the projections only serve the contrastive training."""
+        mods = (self.patch_embed, self.image_tower)
+        return [self.cls, self.image_pos] + [p for m in mods for p in m.parameters()]
+
     def features(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, N, dim) patch features in raster order."""
         return self._image_tower(images)[:, 1:]
