@@ -283,7 +283,7 @@ def test_mismatches_are_refused(tmp_path):
         ChameleonModel.from_pretrained(tmp_path)
     cfg["vq_config"] |= {"num_embeddings": N_CODES, "base_channels": 64}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(HFImportError, match="vqmodel.* tensors do not fit vq_config: size mis"):
+    with pytest.raises(HFImportError, match="vqmodel.* tensors do not fit the config: size mis"):
         ChameleonModel.from_pretrained(tmp_path)
 
 

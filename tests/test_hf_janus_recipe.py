@@ -309,3 +309,14 @@ def test_imported_model_trains_a_step(pair):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in model.semantic.parameters())
     assert not any(p.requires_grad for p in model.image_tok.parameters())
+
+
+def test_vq_tensors_that_do_not_fit_the_config_are_refused(pair, tmp_path):
+    _, _, path = pair
+    for f in path.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["vq_config"]["base_channels"] = 2 * cfg["vq_config"].get("base_channels", 128)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HFImportError, match=r"model\.vqmodel\.\* tensors do not fit the config"):
+        JanusModel.from_pretrained(tmp_path)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from unimm.interop.hf_chameleon import _read, code_token, image_code_ids
-from unimm.interop.hf_files import HFImportError, read_hf_config
+from unimm.interop.hf_files import HFImportError, load_exact, read_hf_config
 from unimm.interop.unified import aliased_text_tokenizer
 from unimm.interop.vocab import resize_vocabulary
 from unimm.presets import RunConfig, get_run_config
@@ -96,18 +96,7 @@ def chameleon_from_hf(
     text = aliased_text_tokenizer(directory, CHAMELEON_MARKERS, "the chameleon import")
     _check_image_tokens(text.get_vocab(), cfg, int(vq_config.num_embeddings), where)
     vq = ChameleonVQVAE(vq_config)
-    try:
-        missing, unexpected = vq.load_state_dict(vq_state, strict=False)
-    except RuntimeError as e:  # a shape that does not fit; torch's last line names it
-        why = str(e).strip().splitlines()[-1].strip()
-        raise HFImportError(
-            f"{directory}: model.vqmodel.* tensors do not fit vq_config: {why}"
-        ) from None
-    if missing or unexpected:
-        raise HFImportError(
-            f"{directory}: model.vqmodel.* tensors do not fit vq_config: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
-        )
+    load_exact(vq, vq_state, directory, "model.vqmodel.* tensors")
     image = HFChameleonVQ(vq.to(dtype))
     if backbone.config.vocab_size != text.vocab_size:
         backbone = resize_vocabulary(backbone, text.vocab_size)

@@ -26,6 +26,21 @@ class HFImportError(ValueError):
     architecture, tensor names or shapes that do not fit)."""
 
 
+def load_exact(module: torch.nn.Module, state: dict, directory: Path, what: str) -> None:
+    """Load `state` into a module built from the folder's config; every tensor must fit (no
+    name missing or left over, no other shape), else one HFImportError naming `what`."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a shape that does not fit; torch's last line names it
+        why = str(e).strip().splitlines()[-1].strip()
+        raise HFImportError(f"{directory}: {what} do not fit the config: {why}") from None
+    if missing or unexpected:
+        raise HFImportError(
+            f"{directory}: {what} do not fit the config: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+
+
 def is_hf_folder(directory: str | Path) -> bool:
     """True for a folder whose config.json names a Hugging Face `model_type` (and is not a
     unimm checkpoint, whose config.json names a `recipe`)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unimm.interop.hf_files import HFImportError, read_hf_config
+from unimm.interop.hf_files import HFImportError, load_exact, read_hf_config
 from unimm.interop.hf_janus import PREFIXES, _read_llm, _split
 from unimm.interop.unified import aliased_text_tokenizer
 from unimm.interop.vocab import resize_vocabulary
@@ -119,12 +119,7 @@ def janus_from_hf(
     vision = JanusVisionModel(hf_cfg.vision_config)
     vq = JanusVQVAE(hf_cfg.vq_config)
     for key, module in (("vision", vision), ("vq", vq)):
-        missing, unexpected = module.load_state_dict(parts[key], strict=False)
-        if missing or unexpected:
-            raise HFImportError(
-                f"{directory}: {PREFIXES[key]}* tensors do not fit the config: "
-                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
+        load_exact(module, parts[key], directory, f"{PREFIXES[key]}* tensors")
     prep, preprocessor = _preprocessing(directory, "siglip")
     semantic = HFSemanticEncoder(
         vision.to(dtype), "siglip", HFSemanticConfig(layer="last", **prep), None, preprocessor
