@@ -9,6 +9,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from tests.hf_tiny import save_chameleon  # noqa: E402
 from unimm.interop.backbone_checkpoint import load_backbone  # noqa: E402
 from unimm.interop.hf_chameleon import HFChameleon  # noqa: E402
 from unimm.interop.hf_files import HFImportError  # noqa: E402
@@ -26,33 +27,7 @@ def tiny_chameleon(tmp_path):
         vocabulary_map.pop(f"tok{FIRST_CODE + c}")
         vocabulary_map[code_name(c)] = FIRST_CODE + c
     vocabulary_map.update({"<image>": IMAGE, "<racm3:break>": BOI, "<eoss>": EOI})
-    cfg = transformers.ChameleonConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        vocabulary_map=vocabulary_map,
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=N_CODES,
-            latent_channels=8,
-            resolution=16,
-            base_channels=32,
-            channel_multiplier=[1, 2],
-            num_res_blocks=1,
-        ),
-    )
-    torch.manual_seed(0)
-    model = transformers.ChameleonForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # per-head norms away from their (1, 0) init, so a slip shows
-        for name, p in model.named_parameters():
-            if "norm" in name and "vqmodel" not in name:
-                p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(tmp_path)
-    return model
+    return save_chameleon(tmp_path, vocab=VOCAB, codes=N_CODES, vocabulary_map=vocabulary_map)
 
 
 @pytest.fixture(scope="module")

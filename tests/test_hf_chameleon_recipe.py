@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E402
 
+from tests.hf_tiny import save_chameleon  # noqa: E402
 from unimm.cli import main  # noqa: E402
 from unimm.data.images import to_tensor  # noqa: E402
 from unimm.data.sample import Image, Sample, Text  # noqa: E402
@@ -53,35 +54,8 @@ def write_tokenizer(path, vocab: dict[str, int]) -> None:
 
 
 def tiny_chameleon(path):
-    cfg = transformers.ChameleonConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=BOS,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-        vocabulary_map=vocabulary(),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=N_CODES,
-            latent_channels=8,
-            resolution=16,
-            base_channels=32,
-            channel_multiplier=[1, 2],
-            num_res_blocks=1,
-        ),
-    )
-    torch.manual_seed(0)
-    model = transformers.ChameleonForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # per-head norms away from their (1, 0) init, so a slip shows
-        for name, p in model.named_parameters():
-            if "norm" in name and "vqmodel" not in name:
-                p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(path)
+    special = dict(bos_token_id=BOS, pad_token_id=PAD, eos_token_id=EOS)
+    model = save_chameleon(path, vocab=VOCAB, codes=N_CODES, vocabulary_map=vocabulary(), **special)
     write_tokenizer(path, vocabulary())
     return model
 

@@ -9,6 +9,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from tests.hf_tiny import save_janus  # noqa: E402
 from unimm.interop.backbone_checkpoint import load_backbone  # noqa: E402
 from unimm.interop.hf_janus import HFJanus  # noqa: E402
 
@@ -16,44 +17,7 @@ IMAGE_ID, BOI, VOCAB, D = 90, 91, 96, 32
 
 
 def tiny_janus(path, tie: bool):
-    cfg = transformers.JanusConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=VOCAB,
-            hidden_size=D,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            image_size=16,
-            patch_size=4,
-            projection_dim=D,
-            mlp_ratio=2.0,
-            num_image_tokens=16,
-        ),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=24,
-            latent_channels=32,
-            base_channels=32,
-            channel_multiplier=[1, 1, 2],
-            num_res_blocks=1,
-            projection_dim=D,
-            image_token_embed_dim=D,
-        ),
-        image_token_id=IMAGE_ID,
-        tie_word_embeddings=tie,
-    )
-    torch.manual_seed(0)
-    model = transformers.JanusForConditionalGeneration(cfg).eval()
-    model.save_pretrained(path)
-    return model
+    return save_janus(path, vocab=VOCAB, dim=D, image_id=IMAGE_ID, codes=24, tie=tie)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])

@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E402
 
+from tests.hf_tiny import save_janus  # noqa: E402
 from tests.test_hf_unified import hf_llm_folder  # noqa: E402
 from unimm.cli import main  # noqa: E402
 from unimm.data.images import to_tensor  # noqa: E402
@@ -59,45 +60,16 @@ def write_tokenizer(path, assistant: bool = True) -> None:
 
 
 def tiny_janus(path, tie: bool, depth: int = 2, assistant: bool = True):
-    cfg = transformers.JanusConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=VOCAB,
-            hidden_size=D,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        ),
-        vision_config=dict(
-            hidden_size=24,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            image_size=16,
-            patch_size=4,
-            projection_dim=D,
-            mlp_ratio=2.0,
-            num_image_tokens=16,
-            depth=depth,
-        ),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=CODES,
-            latent_channels=32,
-            base_channels=32,
-            channel_multiplier=[1, 1, 2],
-            num_res_blocks=1,
-            projection_dim=D,
-            image_token_embed_dim=D,
-            num_hidden_layers=depth,
-        ),
-        image_token_id=IMAGE_ID,
-        tie_word_embeddings=tie,
+    model = save_janus(
+        path,
+        vocab=VOCAB,
+        dim=D,
+        image_id=IMAGE_ID,
+        codes=CODES,
+        tie=tie,
+        vision_hidden=24,
+        aligner_depth=depth,
     )
-    torch.manual_seed(0)
-    model = transformers.JanusForConditionalGeneration(cfg).eval()
-    model.save_pretrained(path)
     write_tokenizer(path, assistant)
     return model
 
