@@ -8,8 +8,19 @@ import random
 import pytest
 import torch
 
+from unimm.data.images import to_uint8
 from unimm.tokenizers.semantic import SemanticConfig, SemanticEncoder
-from unimm.train.semantic_trainer import caption_batch, evaluate_retrieval, train_semantic
+from unimm.train.semantic_trainer import (
+    caption_batch,
+    evaluate_retrieval,
+    evaluate_shape_probe,
+    ink_only,
+    train_semantic,
+)
+from unimm.world.detector import detect
+from unimm.world.palette import COLOR_NAMES, SHAPES
+from unimm.world.render import render
+from unimm.world.scene import sample_scene
 
 TINY = dict(dim=32, layers=1, n_heads=2, text_dim=32, text_layers=1, embed_dim=32)
 
@@ -88,3 +99,44 @@ def test_bad_config_is_refused():
         SemanticConfig(resolution=64, patch=7)
     with pytest.raises(ValueError, match="clip.*siglip"):
         SemanticConfig(loss="hinge")
+
+
+def test_shape_views_are_colour_free_renders_and_captions():
+    rng = random.Random(3)
+    scene = sample_scene(rng)
+    ink = ink_only(render(scene))
+    assert (ink[..., 0] < 128).sum() == (render(scene).min(-1) < 128).sum()  # same ink, grey
+    images, texts = caption_batch(random.Random(3), 64, 64, shape_views=0.5)
+    pixels = to_uint8(images)  # (B, H, W, 3)
+    grey = (pixels.max(-1) == pixels.min(-1)).all(axis=(1, 2))
+    coloured_words = [any(c in t.split() for c in COLOR_NAMES) for t in texts]
+    assert 10 < grey.sum() < 54  # about half of the batch
+    for g, has_colour, p in zip(grey, coloured_words, pixels, strict=True):
+        if g:  # a shape view: black ink on white, no colour word in its caption
+            assert not has_colour
+            assert p.min() < 64 and p.max() == 255
+
+
+def _detector_shapes(images):
+    """Perfect shape features: the world detector's verdict, one-hot."""
+    out = torch.zeros(len(images), len(SHAPES))
+    for i, p in enumerate(to_uint8(images)):
+        out[i, SHAPES.index(detect(p).objects[0].shape)] = 1
+    return out + 0.01 * torch.randn_like(out)
+
+
+def _ink_colour(images):
+    """Colour-only features: the mean RGB of the ink pixels."""
+    x = images.flatten(2)  # (B, 3, HW) in [-1, 1]
+    ink = (x.min(1).values < 0.5).float()[:, None]
+    return (x * ink).sum(-1) / ink.sum(-1)
+
+
+def test_shape_probe_tells_shape_features_from_colour_ones():
+    enc = encoder()
+    perfect = evaluate_shape_probe(enc, n_train=256, n_test=128, features=_detector_shapes)
+    assert perfect["seen"] > 0.95 and perfect["heldout"] > 0.95
+    # Knowing colour only, the probe learns "red is never a triangle": wrong on every held-out
+    # pair, which is the failure the probe exists to expose.
+    colour = evaluate_shape_probe(enc, n_train=256, n_test=128, features=_ink_colour)
+    assert colour["seen"] < 0.6 and colour["heldout"] < 0.1

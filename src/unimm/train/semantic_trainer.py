@@ -14,6 +14,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,94 @@ from unimm.config import to_dict
 from unimm.data.images import to_tensor
 from unimm.tokenizers.semantic import SemanticConfig, SemanticEncoder
 from unimm.train.tokenizer_trainer import _lr_at
-from unimm.world.language import caption
+from unimm.world.language import caption, describe, scene_groups
+from unimm.world.palette import SHAPES
 from unimm.world.render import render
-from unimm.world.scene import sample_scene
+from unimm.world.scene import allowed_pairs, place_objects, sample_scene
+
+
+def ink_only(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 render -> the same shapes in black ink on white: every colour gives
+    ink by how far its darkest channel is from white (anti-aliased edges stay soft)."""
+    white = pixels.min(axis=-1, keepdims=True)  # 255 on the background, 0 on full ink
+    return np.repeat(white, 3, axis=-1)
 
 
 def caption_batch(
-    rng: random.Random, n: int, resolution: int, heldout: str = "exclude"
+    rng: random.Random,
+    n: int,
+    resolution: int,
+    heldout: str = "exclude",
+    shape_views: float = 0.0,
 ) -> tuple[torch.Tensor, list[str]]:
-    """n fresh scenes -> ((n, 3, R, R) in [-1, 1], one world caption each)."""
+    """n fresh scenes -> ((n, 3, R, R) in [-1, 1], one world caption each).
+
+    shape_views: the share of pairs shown as colour-free views, the scene in black ink with a
+    caption that names shapes and counts only. Held-out colour-shape pairs are never rendered
+    in training, so an encoder that learns shape only together with colour names the shape of
+    a red triangle wrongly; colour-free views make shape a feature of its own."""
     scenes = [sample_scene(rng, resolution=resolution, heldout=heldout) for _ in range(n)]
+    images, texts = [], []
+    for s in scenes:
+        if shape_views > 0 and rng.random() < shape_views:
+            images.append(ink_only(render(s)))
+            texts.append(describe(scene_groups(s, with_color=False)))
+        else:
+            images.append(render(s))
+            texts.append(caption(s, rng))
+    return to_tensor(np.stack(images)), texts
+
+
+@torch.no_grad()
+def pooled_features(encoder: SemanticEncoder, images: torch.Tensor) -> torch.Tensor:
+    """(B, 2 * dim): the class token and the mean of the patch features that recipes read."""
+    h = encoder._image_tower(images)
+    return torch.cat([h[:, 0], h[:, 1:].mean(1)], dim=-1)
+
+
+def _single_objects(rng: random.Random, n: int, resolution: int, heldout: str):
+    pairs = allowed_pairs(heldout)
+    scenes = [place_objects(rng, [rng.choice(pairs)], resolution=resolution) for _ in range(n)]
     images = to_tensor(np.stack([render(s) for s in scenes]))
-    return images, [caption(s, rng) for s in scenes]
+    return images, torch.tensor([SHAPES.index(s.objects[0].shape) for s in scenes])
+
+
+def evaluate_shape_probe(
+    encoder: SemanticEncoder,
+    n_train: int = 1024,
+    n_test: int = 256,
+    seed: int = 1,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
+    """A linear probe for an object's shape on frozen features of one-object scenes: fitted on
+    training colour-shape pairs, scored on them ("seen") and on the held-out pairs that no
+    training image has ("heldout", e.g. a red triangle). Features that carry shape apart from
+    colour score alike on both; features that know shape only through colour (red objects
+    were never triangles in training) fall to 0 on held-out pairs, below chance (1 / number of
+    shapes). features: images -> (B, F); default `pooled_features` of the encoder."""
+    was_training = encoder.training
+    encoder.eval()
+    features = features or (lambda images: pooled_features(encoder, images))
+    rng = random.Random(f"semantic-probe-{seed}")
+    r = encoder.config.resolution
+    x, y = _single_objects(rng, n_train, r, "exclude")
+    feats = features(x)
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    probe = torch.nn.Linear(feats.shape[1], len(SHAPES))
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    with torch.enable_grad():
+        for _ in range(300):  # full batch; converges well before
+            loss = torch.nn.functional.cross_entropy(probe((feats - mean) / std), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    out = {"chance": 1 / len(SHAPES), "n_test": n_test}
+    for name, split in (("seen", "exclude"), ("heldout", "only")):
+        xt, yt = _single_objects(rng, n_test, r, split)
+        pred = probe((features(xt) - mean) / std).argmax(-1)
+        out[name] = float((pred == yt).float().mean())
+    encoder.train(was_training)
+    return out
 
 
 @torch.no_grad()
@@ -84,10 +161,14 @@ def train_semantic(
     seed: int = 0,
     progress: bool = True,
     eval_n: int = 500,
+    shape_views: float = 0.0,
 ) -> dict:
     """Train on streamed (render, caption) pairs for `seconds` or `steps` (whichever is spent
     first; warmup 10 %, then cosine), save to out_dir with metrics.json, return the metrics.
-    Large batches matter for contrastive losses (more negatives per positive)."""
+    Large batches matter for contrastive losses (more negatives per positive). shape_views:
+    see `caption_batch`."""
+    if not 0.0 <= shape_views < 1.0:
+        raise ValueError(f"shape_views is a share of each batch in [0, 1), got {shape_views}")
     if seconds is None and steps is None:
         raise ValueError("train_semantic needs a budget: seconds=..., steps=..., or both")
     torch.manual_seed(seed)
@@ -113,7 +194,7 @@ def train_semantic(
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(frac, lr, 0.1)
-        images, texts = caption_batch(rng, batch_size, config.resolution)
+        images, texts = caption_batch(rng, batch_size, config.resolution, shape_views=shape_views)
         loss = encoder.contrastive_loss(images, texts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,6 +214,8 @@ def train_semantic(
         # scenes holding a colour-shape pair no training image had (shared/WORLD.md)
         "retrieval_heldout": evaluate_retrieval(encoder, n=eval_n, heldout="only"),
         "retrieval_untrained": before,
+        "shape_probe": evaluate_shape_probe(encoder),
+        "shape_views": shape_views,
         "steps": step,
         "seconds": trained,
         "first_loss": first_loss,
@@ -156,6 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--loss", choices=("clip", "siglip"), default="clip")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--shape-views",
+        type=float,
+        default=0.0,
+        help="share of each batch shown as colour-free views (black ink, shapes-only caption)",
+    )
     args = ap.parse_args(argv)
     m = train_semantic(
         SemanticConfig(loss=args.loss),
@@ -165,13 +254,15 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
+        shape_views=args.shape_views,
     )
-    r, h = m["retrieval"], m["retrieval_heldout"]
+    r, h, p = m["retrieval"], m["retrieval_heldout"], m["shape_probe"]
     print(
         f"{m['steps']} steps in {m['seconds']:.0f} s; retrieval in pools of {r['pool']}: "
         f"image->text {r['image_to_text']:.3f}, text->image {r['text_to_image']:.3f} "
         f"(held-out pairs {h['image_to_text']:.3f} / {h['text_to_image']:.3f}; chance "
-        f"{r['chance']:.3f})"
+        f"{r['chance']:.3f}); shape probe seen pairs {p['seen']:.3f}, held-out pairs "
+        f"{p['heldout']:.3f} (chance {p['chance']:.2f})"
     )
 
 
