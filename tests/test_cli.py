@@ -251,3 +251,34 @@ def test_edit_interleave_and_interactive_chat(tiny_run, tmp_path, capsys, monkey
     assert stdout.count("model> ") == 2 and "image saved to" in stdout
     assert "error:" in stdout and "unknown command /bogus" in stdout
     assert (tmp_path / "drawn" / "chat_0.png").is_file()
+
+
+def test_finetune_may_lengthen_the_context(tiny_run, tmp_path, capsys):
+    from unimm.data.sample import Image, Text
+    from unimm.recipes.base import SamplingConfig
+    from unimm.recipes.registry import load_model
+
+    start = load_model(tiny_run / "checkpoint")
+    longer = start.parts.config.model.max_seq_len + 2 * (start.image_tokens + 2)
+    code, _, err = run(
+        capsys,
+        "finetune",
+        "--init",
+        str(tiny_run),
+        "--out",
+        str(tmp_path / "ft"),
+        "train.steps=1",
+        "train.batch_size=2",
+        f"model.max_seq_len={longer}",
+    )
+    assert code == 0, err
+    tuned = load_model(tmp_path / "ft" / "checkpoint")
+    assert tuned.parts.config.model.max_seq_len == longer
+    assert tuned.backbone.config.max_seq_len == longer  # the KV cache's size follows
+    # Rotary positions: the weights are the same tensors, only the limit moved.
+    assert tuned.max_prompt_images("text") == start.max_prompt_images("text") + 2
+    white = np.full((64, 64, 3), 255, np.uint8)
+    prompt = [Image(white)] * tuned.max_prompt_images("text") + [Text("how many circles?")]
+    tuned.generate([prompt], "text", SamplingConfig(temperature=0.0, max_new_tokens=2))
+    with pytest.raises(ValueError, match="too many images"):
+        start.generate([prompt], "text", SamplingConfig(temperature=0.0, max_new_tokens=2))

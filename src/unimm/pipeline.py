@@ -184,15 +184,21 @@ def finetune_run(
     progress: bool = True,
 ) -> UnifiedModel:
     """Continue training `checkpoint` (any recipe, e.g. one imported from Hugging Face weights)
-    on the scene world; only train.* settings may change, the architecture is the checkpoint's."""
+    on the scene world; only train.* settings may change, the architecture is the checkpoint's,
+    and model.max_seq_len: positions are rotary (computed, not learned), so a longer context
+    changes no weight (e.g. for edit and interleaved samples, longer than t2i ones)."""
     from unimm.config import ConfigError, apply_overrides
+    from unimm.model.transformer import Transformer
 
-    bad = [o for o in overrides or [] if not o.startswith("train.")]
+    bad = [o for o in overrides or [] if not o.startswith(("train.", "model.max_seq_len="))]
     if bad:
-        raise ConfigError(f"finetune only takes train.* overrides, got {bad}")
+        raise ConfigError(f"finetune only takes train.* and model.max_seq_len overrides, got {bad}")
     model, _ = load_checkpoint(checkpoint)
     parts = model.parts
     parts.config = apply_overrides(parts.config, overrides or [])
+    for m in model.modules():  # the backbone's own copy sizes its KV caches
+        if isinstance(m, Transformer):
+            m.config = replace(m.config, max_seq_len=parts.config.model.max_seq_len)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = parts.config.train
