@@ -49,6 +49,14 @@ def test_every_head_and_the_small_preset_keep_shapes(head: str) -> None:
     assert VQ_PRESETS["small"]().codebook_size <= 1024
 
 
+def test_small16_preset_codes_a_16x16_grid() -> None:
+    tok = VQTokenizer(VQ_PRESETS["small16"]()).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    recon, codes, _ = tok(x)
+    assert tok.grid == (16, 16) and codes.shape == (2, 16, 16) and recon.shape == x.shape
+    assert tok.codebook_size == VQ_PRESETS["small"]().codebook_size
+
+
 def test_bad_inputs_raise() -> None:
     tok = _tiny()
     with pytest.raises(ValueError, match="3, 64, 64"):
