@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from unimm.interop.hf_chameleon import _read, code_token, image_code_ids
-from unimm.interop.hf_files import HFImportError, load_exact, read_hf_config
+from unimm.interop.hf_files import HFImportError, load_exact, require_model_type
 from unimm.interop.unified import aliased_text_tokenizer
 from unimm.interop.vocab import resize_vocabulary
 from unimm.presets import RunConfig, get_run_config
@@ -85,12 +85,7 @@ def chameleon_from_hf(
 
     directory = resolve_source(directory)
     where = str(directory / "config.json")
-    kind = read_hf_config(directory)["model_type"]
-    if kind != "chameleon":
-        raise HFImportError(
-            f"{directory} is a Hugging Face {kind!r} model, not a "
-            "ChameleonForConditionalGeneration (model_type 'chameleon')"
-        )
+    require_model_type(directory, "chameleon", "ChameleonForConditionalGeneration")
     backbone, cfg, vq_state = _read(directory, dtype)
     vq_config = ChameleonVQVAEConfig(**(cfg.get("vq_config") or {}))
     text = aliased_text_tokenizer(directory, CHAMELEON_MARKERS, "the chameleon import")

@@ -26,6 +26,19 @@ class HFImportError(ValueError):
     architecture, tensor names or shapes that do not fit)."""
 
 
+def require_model_type(directory: Path, model_type: str, architecture: str, hint: str = "") -> dict:
+    """The folder's config.json, which must name `model_type`; else one HFImportError naming
+    what the folder holds instead (`hint`: where to go for that)."""
+    cfg = read_hf_config(directory)
+    kind = cfg["model_type"]
+    if kind != model_type:
+        raise HFImportError(
+            f"{directory} is a Hugging Face {kind!r} model, not a {architecture} "
+            f"(model_type {model_type!r}){hint}"
+        )
+    return cfg
+
+
 def load_exact(module: torch.nn.Module, state: dict, directory: Path, what: str) -> None:
     """Load `state` into a module built from the folder's config; every tensor must fit (no
     name missing or left over, no other shape), else one HFImportError naming `what`."""

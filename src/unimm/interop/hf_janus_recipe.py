@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unimm.interop.hf_files import HFImportError, load_exact, read_hf_config
+from unimm.interop.hf_files import HFImportError, load_exact, require_model_type
 from unimm.interop.hf_janus import PREFIXES, _read_llm, _split
 from unimm.interop.unified import aliased_text_tokenizer
 from unimm.interop.vocab import resize_vocabulary
@@ -104,12 +104,8 @@ def janus_from_hf(
 
     directory = resolve_source(directory)
     where = str(directory / "config.json")
-    kind = read_hf_config(directory)["model_type"]
-    if kind != "janus":
-        raise HFImportError(
-            f"{directory} is a Hugging Face {kind!r} model, not a JanusForConditionalGeneration "
-            "(model_type 'janus'); for an LLM use --kind chameleon or --kind backbone"
-        )
+    hint = "; for an LLM use --kind chameleon or --kind backbone"
+    require_model_type(directory, "janus", "JanusForConditionalGeneration", hint)
     backbone, cfg, tensors = _read_llm(directory, dtype)
     parts = _split(tensors)
     hf_cfg = HFJanusConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
