@@ -97,3 +97,20 @@ def save_chameleon(
                 p.add_(0.2 * torch.randn_like(p))
     model.save_pretrained(path)
     return model
+
+
+def assert_reloads_identically(model, back, prompt, picture) -> None:
+    """An imported model and its saved-and-reloaded copy: the same weights, the same prompt
+    ids and logits for text around an image, the same image codes. prompt(model, segments)
+    -> (unimm ids, HF ids), as each test file lays prompts out."""
+    from unimm.data.sample import Image, Text
+
+    a, b = model.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    segments = [Text("w30"), Image(picture), Text("w40")]
+    ids, _ = prompt(model, segments)
+    back_ids, _ = prompt(back, segments)
+    with torch.no_grad():
+        assert torch.equal(ids, back_ids) and torch.equal(model(ids), back(back_ids))
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.equal(model.image_tok.encode(images), back.image_tok.encode(images))

@@ -18,7 +18,7 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E402
 
-from tests.hf_tiny import save_chameleon  # noqa: E402
+from tests.hf_tiny import assert_reloads_identically, save_chameleon  # noqa: E402
 from unimm.cli import main  # noqa: E402
 from unimm.data.images import to_tensor  # noqa: E402
 from unimm.data.sample import Image, Sample, Text  # noqa: E402
@@ -214,15 +214,7 @@ def test_checkpoint_saves_and_reloads_identically(pair, tmp_path):
     assert back.text_tok.markers == model.text_tok.markers
     assert back.parts.config.chameleon == model.parts.config.chameleon
     assert torch.equal(back.code_ids, model.code_ids)
-    a, b = model.state_dict(), back.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    segments = [Text("w30"), Image(picture(4)), Text("w40")]
-    ids, _ = prompt(model, segments)
-    back_ids, _ = prompt(back, segments)
-    with torch.no_grad():
-        assert torch.equal(ids, back_ids) and torch.equal(model(ids), back(back_ids))
-    images = torch.rand(1, 3, 16, 16) * 2 - 1
-    assert torch.equal(model.image_tok.encode(images), back.image_tok.encode(images))
+    assert_reloads_identically(model, back, prompt, picture(4))
 
 
 def test_cli_imports_chameleon(pair, tmp_path, capsys):

@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers  # noqa: E402
 
-from tests.hf_tiny import save_janus  # noqa: E402
+from tests.hf_tiny import assert_reloads_identically, save_janus  # noqa: E402
 from tests.test_hf_unified import hf_llm_folder  # noqa: E402
 from unimm.cli import main  # noqa: E402
 from unimm.data.images import to_tensor  # noqa: E402
@@ -204,15 +204,7 @@ def test_checkpoint_saves_and_reloads_identically(pair, tmp_path):
     back = JanusModel.from_pretrained(tmp_path / "ck")
     assert isinstance(back.image_tok, HFJanusVQ) and isinstance(back.semantic, HFSemanticEncoder)
     assert back.text_tok.markers == model.text_tok.markers and not back.pos2d
-    a, b = model.state_dict(), back.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    segments = [Text("w30"), Image(picture(2)), Text("w40")]
-    ids, _ = prompt(model, segments)
-    back_ids, _ = prompt(back, segments)
-    with torch.no_grad():
-        assert torch.equal(ids, back_ids) and torch.equal(model(ids), back(back_ids))
-    images = torch.rand(1, 3, 16, 16) * 2 - 1
-    assert torch.equal(model.image_tok.encode(images), back.image_tok.encode(images))
+    assert_reloads_identically(model, back, prompt, picture(2))
 
 
 def test_cli_imports_janus_and_refuses_other_folders(pair, tmp_path, capsys):
