@@ -14,8 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unimm.recipes.metaquery import checkpoint_dir
-from unimm.recipes.registry import load_model
+from unimm.pipeline import load_checkpoint
 
 SCORES = (
     ("GenEval in", "geneval_in"),
@@ -31,7 +30,7 @@ def millions(n: int | None) -> str:
 
 
 def row(label: str, run: Path) -> list[str]:
-    d = load_model(checkpoint_dir(run)).describe()
+    d = load_checkpoint(run)[0].describe()
     total = d["parameters"]
     metrics_path = run / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

@@ -20,6 +20,15 @@ from safetensors.torch import load_file, save_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_DIR = "checkpoint"  # a run directory's checkpoint
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or the `checkpoint/` of a run directory that holds one."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR / CONFIG_FILE).is_file():
+        return path / CHECKPOINT_DIR
+    return path
 
 
 def write_json(path: str | Path, data: dict) -> None:

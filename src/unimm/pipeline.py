@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from unimm.checkpoint import CONFIG_FILE, read_json, write_json
+from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, read_json, write_json
 from unimm.data.images import to_tensor
 from unimm.data.sample import Image, Text
 from unimm.presets import RunConfig, get_run_config
@@ -39,7 +39,6 @@ from unimm.train.trainer import train_model
 from unimm.train.vae_trainer import train_vae
 from unimm.world.tasks import world_samples
 
-CHECKPOINT_DIR = "checkpoint"
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 
 
@@ -276,9 +275,7 @@ def _continuous_tokenizer(
 
 def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:
     """Accept a checkpoint directory or a run directory that holds one; returns (model, run dir)."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR / CONFIG_FILE).is_file():
-        path = path / CHECKPOINT_DIR
+    path = checkpoint_dir(path)
     model = load_model(path)
     run_dir = path.parent if path.name == CHECKPOINT_DIR else path
     return model, run_dir

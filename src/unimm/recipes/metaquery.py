@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unimm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_tensors
+from unimm.checkpoint import WEIGHTS_FILE, checkpoint_dir, load_tensors
 from unimm.data.images import to_uint8
 from unimm.data.sample import Image, Sample, Segment
 from unimm.data.sequence import IMAGE, TokenBatch, build_sequence, collate
@@ -66,14 +66,6 @@ INIT_RECIPES = ("transfusion", "metaquery")
 
 def is_llm_param(name: str) -> bool:
     return name.startswith(LLM_PARAMS)
-
-
-def checkpoint_dir(path: str | Path) -> Path:
-    """A checkpoint directory, or the `checkpoint/` of a run directory."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file() and (path / "checkpoint" / CONFIG_FILE).is_file():
-        return path / "checkpoint"
-    return path
 
 
 class MetaQueryModel(TransfusionModel):
