@@ -87,6 +87,23 @@ def next_token_loss(logits: Tensor, targets: Tensor, loss_mask: Tensor | None = 
     return F.cross_entropy(picked, targets[loss_mask])
 
 
+def weighted_token_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+    """Sum over positions of weights * cross-entropy; positions of weight 0 are skipped.
+
+    Targets are already shifted, as for `next_token_loss`; weights (B, T) float hold each
+    target's share of the loss (e.g. a per-modality mean: 1 / n_text on text targets), so the
+    caller decides the pooling. With no weighted position the loss is 0 (still differentiable).
+    """
+    if weights.shape != targets.shape:
+        raise ValueError(f"weights must have the targets' shape {tuple(targets.shape)}")
+    keep = weights > 0
+    picked = logits[keep].float()  # (N, V): cross-entropy over the weighted rows only
+    if picked.shape[0] == 0:
+        return logits.sum() * 0.0
+    per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
+    return (per_token * weights[keep]).sum()
+
+
 # ----------------------------------------------------------------------------- sampler
 
 

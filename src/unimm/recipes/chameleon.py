@@ -39,9 +39,10 @@ from unimm.data.sequence import TokenSequence, build_sequence, collate
 from unimm.model.attention import KVCache
 from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
-from unimm.paradigms.autoregressive import generate, next_token_loss
+from unimm.paradigms.autoregressive import generate, next_token_loss, weighted_token_loss
 from unimm.paradigms.rng import Rng, Seed, make_rng
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel, UnsupportedTask
+from unimm.recipes.code_prototypes import CodePrototypes
 from unimm.recipes.parts import Parts, load_parts, save_parts
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vq import VQTokenizer
@@ -69,6 +70,26 @@ class ChameleonModel(UnifiedModel):
             dim = parts.config.model.dim
             self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
             self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+        self.prototypes = self.uses_code_prototypes(parts)
+        if self.prototypes:
+            self.code_prototypes = CodePrototypes(
+                parts.image.codebook_size, self.image_resolution // parts.image.grid[0]
+            )
+            dim = parts.config.model.dim
+            self.proto_in = nn.Linear(self.code_prototypes.feature_dim, dim, bias=False)
+            self.proto_out = nn.Linear(self.code_prototypes.feature_dim, dim, bias=False)
+            nn.init.normal_(self.proto_in.weight, std=0.02)
+            # Zero: the output starts as the plain head, the prototype term grows as it helps.
+            nn.init.zeros_(self.proto_out.weight)
+
+    @classmethod
+    def uses_code_prototypes(cls, parts: Parts) -> bool:
+        """Whether image codes get prototype-pixel features (chameleon.code_prototypes); only
+        for the shared-vocabulary layout with codes after the text ids."""
+        c = parts.config.chameleon
+        if c.code_prototypes and c.code_ids != "after_text":
+            raise ValueError("chameleon.code_prototypes needs chameleon.code_ids='after_text'")
+        return c.code_prototypes
 
     @classmethod
     def uses_image_pos_embed(cls, parts: Parts) -> bool:
@@ -124,7 +145,14 @@ class ChameleonModel(UnifiedModel):
         return self.backbone.make_cache(batch_size, max_len)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.backbone.head(hidden)
+        logits = self.backbone.head(hidden)  # (..., V)
+        if not self.prototypes:
+            return logits
+        # Each code's output row is its own vector plus a projection of its prototype pixels.
+        rows = self.proto_out(self.code_prototypes.features()).to(hidden.dtype)  # (C, D)
+        T = self.image_offset
+        codes = logits[..., T : T + len(rows)] + hidden @ rows.T
+        return torch.cat([logits[..., :T], codes, logits[..., T + len(rows) :]], dim=-1)
 
     def forward(
         self,
@@ -137,7 +165,7 @@ class ChameleonModel(UnifiedModel):
         """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
         if not self.pos2d:
             x = self.token_embeddings(tokens)
-            return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+            return self._run_backbone(x, positions, mask, cache, return_hidden)
         seen = None
         if cache is not None and cache.length > 0:
             seen = cache.state["image_tokens"]
@@ -151,11 +179,24 @@ class ChameleonModel(UnifiedModel):
         pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
         x = self.token_embeddings(tokens)
         x = x + pos2d * is_image[..., None].to(x.dtype)
-        return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+        return self._run_backbone(x, positions, mask, cache, return_hidden)
+
+    def _run_backbone(self, x, positions, mask, cache, return_hidden) -> torch.Tensor:
+        if not self.prototypes:  # the backbone's own head is this model's head
+            return self.backbone(None, positions, mask, cache, return_hidden, embeds=x)
+        hidden = self.backbone(None, positions, mask, cache, return_hidden=True, embeds=x)
+        return hidden if return_hidden else self.head(hidden)
 
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, D): one table for text and image codes (early fusion)."""
-        return self.backbone.tok_embeddings(tokens)
+        x = self.backbone.tok_embeddings(tokens)
+        if not self.prototypes:
+            return x
+        feats = self.proto_in(self.code_prototypes.features())  # (C, D)
+        codes = tokens - self.image_offset
+        is_code = (codes >= 0) & (codes < len(feats))
+        extra = feats[codes.clamp(0, len(feats) - 1)]  # (B, T, D)
+        return x + extra * is_code[..., None].to(extra.dtype)
 
     def background_codes(self) -> list[int]:
         """Codes (0-based) that a blank white image encodes to: what guidance leaves alone."""
@@ -210,9 +251,16 @@ class ChameleonModel(UnifiedModel):
         return self.codes_to_ids(codes.flatten(1)).tolist()
 
     def image_ids(self, samples: list[Sample]) -> list[list[int]]:
-        """The ids filling each image's slots, images in order across the batch: its codes."""
+        """The ids filling each image's slots, images in order across the batch: its codes.
+        In training, the codes' prototypes also take in these images' patches."""
         images = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-        return self.encode_images(images)
+        if not (self.prototypes and self.training and images):
+            return self.encode_images(images)
+        with torch.no_grad():
+            pixels = to_tensor(images, self.device)
+            codes = self.image_tok.encode(pixels).flatten(1)  # (N, h*w)
+            self.code_prototypes.observe(pixels, codes)
+        return self.codes_to_ids(codes).tolist()
 
     def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
         codes = self.image_ids(samples)
@@ -232,9 +280,13 @@ class ChameleonModel(UnifiedModel):
         batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
         logits = self.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
-        loss = next_token_loss(logits, targets, mask)
+        is_image = batch.modality[:, 1:] == 1
+        weights = self.target_weights(targets, mask, is_image)
+        if weights is None:
+            loss = next_token_loss(logits, targets, mask)
+        else:
+            loss = weighted_token_loss(logits, targets, weights)
         with torch.no_grad():
-            is_image = batch.modality[:, 1:] == 1
             out = {"loss": loss}
             for name, m in (("loss_text", mask & ~is_image), ("loss_image", mask & is_image)):
                 if m.any():
@@ -243,6 +295,26 @@ class ChameleonModel(UnifiedModel):
             # The loss is a mean over these; data-parallel training weights ranks by it.
             out["loss_tokens"] = mask.sum().float()
         return out
+
+    def target_weights(
+        self, targets: torch.Tensor, mask: torch.Tensor, is_image: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(B, T) weight of each target token in the loss, summing to the loss's scale, per
+        chameleon.loss_pooling and background_weight; None: the plain token mean."""
+        c = self.parts.config.chameleon
+        if c.loss_pooling == "token" and c.background_weight == 1.0:
+            return None
+        w = mask.float()
+        if c.background_weight != 1.0:
+            background = torch.tensor(self.background_ids(), device=targets.device)
+            is_bg = torch.isin(targets, background) & is_image
+            w = torch.where(is_bg, w * c.background_weight, w)
+        if c.loss_pooling == "token":
+            return w / w.sum().clamp(min=1e-6)
+        image, text = w * is_image, w * ~is_image
+        return c.image_loss_weight * image / image.sum().clamp(
+            min=1e-6
+        ) + c.text_loss_weight * text / text.sum().clamp(min=1e-6)
 
     def train_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits; one softmax over text and codes (Chameleon's shared head)."""

@@ -17,3 +17,28 @@ class ChameleonConfig:
     # "IMGIMG" + c's digits as letters A-J + "Z", as in a Hugging Face Chameleon, whose 8192
     # codes are interleaved in its 65536-id vocabulary (transformers' vocabulary_map / img2bpe).
     code_ids: Literal["after_text", "tokenizer"] = "after_text"
+    # How the next-token loss pools its targets (docs/LOG.md, "Quality per CPU-minute").
+    # "token": one mean over every target token; in the default task mixture image codes are
+    # about 96 % of them, so answers and captions get about 4 % of the gradient. "modality": a
+    # mean over text targets and a mean over image-code targets, added with the weights below
+    # (Show-o sums a text and an image term; BAGEL weights its CE and MSE terms).
+    loss_pooling: Literal["token", "modality"] = "token"
+    text_loss_weight: float = 1.0
+    image_loss_weight: float = 1.0
+    # Weight of image targets whose code is one that a blank canvas encodes to, relative to the
+    # object codes' 1.0: most of an image is background, which is easy and not what prompts ask.
+    background_weight: float = 1.0
+    # True: each image code's embedding and output row also get a learned projection of the
+    # code's prototype, the mean pixels of the patches it has encoded in training (a running
+    # mean over the training batches, saved with the weights). Codes that look alike then start
+    # alike, and a code's colour is readable before its own vector has learned anything.
+    code_prototypes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.loss_pooling not in ("token", "modality"):
+            raise ValueError(
+                f"chameleon.loss_pooling must be 'token' or 'modality', got {self.loss_pooling!r}"
+            )
+        weights = (self.text_loss_weight, self.image_loss_weight, self.background_weight)
+        if min(weights) < 0:
+            raise ValueError(f"chameleon loss weights must be >= 0, got {weights}")

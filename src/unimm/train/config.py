@@ -21,6 +21,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.95
+    # "muon": the backbone's hidden weight matrices step by Muon, the rest by AdamW
+    # (unimm.train.muon); same lr and schedule. Single-process or DDP (Muon needs whole matrices).
+    optimizer: Literal["adamw", "muon"] = "adamw"
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16: autocast on the training device's type
     # auto: cuda:LOCAL_RANK when torch.cuda.is_available(), else cpu (train/distributed.py)
@@ -54,5 +57,9 @@ class TrainConfig:
             raise ValueError("train.grad_accum, keep_checkpoints and max_nonfinite must be > 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"train.optimizer must be 'adamw' or 'muon', got {self.optimizer!r}")
+        if self.optimizer == "muon" and self.parallel == "fsdp2":
+            raise ValueError("train.optimizer=muon needs whole matrices: use train.parallel=ddp")
         if not self.tasks or any(w < 0 for w in self.tasks.values()):
             raise ValueError(f"train.tasks needs positive weights, got {self.tasks}")

@@ -29,6 +29,7 @@ from unimm.train import distributed as du
 from unimm.train import state as st
 from unimm.train.config import TrainConfig
 from unimm.train.ema import EMA
+from unimm.train.muon import MuonAdamW
 from unimm.train.schedule import lr_at
 
 LOG_FILE = "train_log.jsonl"
@@ -42,15 +43,29 @@ def peak_rss_mb() -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # Weight decay on matrices only; norms' gains and biases are left alone (GPT-2 habit).
-    decay = [p for p in params if p.ndim >= 2]
-    rest = [p for p in params if p.ndim < 2]
+    decay = [p for _, p in named if p.ndim >= 2]
+    rest = [p for _, p in named if p.ndim < 2]
+    if cfg.optimizer == "adamw":
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
+    # Muon takes the hidden matrices of the transformer blocks; embeddings, output heads and
+    # the recipes' own adapters stay on AdamW (arXiv 2502.16982).
+    hidden = {id(p) for n, p in named if p.ndim == 2 and ".layers." in f".{n}"}
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
+        {
+            "params": [p for p in decay if id(p) in hidden],
+            "weight_decay": cfg.weight_decay,
+            "use_muon": True,
+        },
+        {"params": [p for p in decay if id(p) not in hidden], "weight_decay": cfg.weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
+    return MuonAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
