@@ -3,8 +3,6 @@ the image-token loss and the seed spread, on hand-made cases and tiny random mod
 
 from __future__ import annotations
 
-import json
-import math
 import random
 
 import numpy as np
@@ -114,3 +112,50 @@ def test_geneval_records_failures_and_tables_them():
     row = failure_table(recs)["colors"]
     assert (row["images"], row["wrong"]) == (4, 3)
     assert row["counts"] == {**dict.fromkeys(FAILURES, 0), "wrong_colour": 2, "blank": 1}
+
+
+# ----------------------------------------------------------------------------- tokenizer ceiling
+
+
+def test_ceiling_of_a_perfect_tokenizer_is_the_clean_score():
+    from unimm.evaluate.ceiling import tokenizer_ceiling
+
+    calls = []
+
+    def identity(images):
+        calls.append(len(images))
+        return images.copy()
+
+    for split in ("in", "heldout"):
+        res = tokenizer_ceiling(identity, split, per_task=8, images_per_prompt=2, batch_size=40)
+        assert res["tasks"] == res["clean"]["tasks"] and res["overall"] == res["clean"]["overall"]
+        assert res["overall"] > 0.95  # the detector's own error on clean renders only
+        assert res["n_images"] == 16 * len(res["tasks"])
+    assert calls == [40, 40, 16, 40, 8]  # batched: 96 images, then 48
+
+
+def test_ceiling_of_a_blank_tokenizer_is_zero_and_every_failure_blank():
+    from unimm.evaluate.ceiling import tokenizer_ceiling
+
+    res = tokenizer_ceiling(lambda ims: np.full_like(ims, 255), "in", per_task=4)
+    assert res["overall"] == 0.0 and res["clean"]["overall"] > 0.95
+    for row in res["failures"].values():
+        assert row["counts"]["blank"] == row["wrong"] == row["images"] == 4
+    shown = [r for r in res["records"] if "images" in r]
+    assert len(shown) == 8 and all(np.all(r["images"][1] == 255) for r in shown)
+
+
+def test_ceiling_goes_through_any_image_tokenizer():
+    from unimm.evaluate.ceiling import tokenizer_ceiling, tokenizer_roundtrip
+    from unimm.tokenizers.pixel_patches import PatchConfig, PixelPatches
+    from unimm.tokenizers.vq import VQ_PRESETS, VQTokenizer
+
+    # raw pixel patches (a continuous recipe's tokens) reconstruct exactly: the clean score
+    patches = PixelPatches(PatchConfig(patch=8, shift=0.5, scale=0.5))
+    res = tokenizer_ceiling(tokenizer_roundtrip(patches), "heldout", per_task=4)
+    assert res["tasks"] == res["clean"]["tasks"]
+    # an untrained VQ decoder starts at a flat white image (VQTokenizer._init_weights)
+    torch.manual_seed(0)
+    vq = VQTokenizer(VQ_PRESETS["tiny"]()).eval()
+    res = tokenizer_ceiling(tokenizer_roundtrip(vq), "heldout", per_task=4)
+    assert res["overall"] == 0.0 and res["clean"]["overall"] == 1.0
