@@ -3,6 +3,7 @@ the image-token loss and the seed spread, on hand-made cases and tiny random mod
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -159,3 +160,120 @@ def test_ceiling_goes_through_any_image_tokenizer():
     vq = VQTokenizer(VQ_PRESETS["tiny"]()).eval()
     res = tokenizer_ceiling(tokenizer_roundtrip(vq), "heldout", per_task=4)
     assert res["overall"] == 0.0 and res["clean"]["overall"] == 1.0
+
+
+# ----------------------------------------------------------------------------- image-token loss
+
+
+def t2i_samples(n: int):
+    from unimm.evaluate.understanding import eval_samples
+
+    return eval_samples("t2i", "eval", n, seed=0)
+
+
+def corner_samples(n: int):
+    """A red 8 px block in the top-left patch only: one object token per image."""
+    from unimm.data.sample import Image, Sample, Text
+
+    img = np.full((64, 64, 3), 255, np.uint8)
+    img[:8, :8] = (220, 40, 40)
+    return [Sample([Text("a red square"), Image(img)], (1,), "t2i") for _ in range(n)]
+
+
+def test_object_patches_of_a_hand_made_image():
+    from unimm.evaluate.token_loss import object_patches
+
+    img = np.full((2, 16, 16, 3), 255, np.uint8)
+    img[0, 3, 12] = (0, 0, 0)  # patch (0, 1)
+    img[0, 15, 8] = (254, 255, 255)  # patch (1, 1): any non-white pixel counts
+    img[1, 8:, :8] = (40, 170, 60)  # patch (1, 0)
+    assert object_patches(img, (2, 2)).tolist() == [
+        [False, True, False, True],
+        [False, False, True, False],
+    ]
+
+
+def test_token_loss_splits_object_and_background_tokens(monkeypatch):
+    """A stub that predicts only each image's first token right: that token is the one object
+    token of corner_samples, so objects score 1.0 and background 0.0."""
+    from tests.train_helpers import tiny_model
+    from unimm.evaluate.token_loss import image_token_scores
+
+    model = tiny_model().eval()
+    V = model.config.vocab_size
+
+    def first_code_right(inputs, targets):  # (B, L) -> (B, L, V)
+        is_code = targets >= model.image_offset
+        first = (is_code & (is_code.long().cumsum(1) == 1)).float()
+        logits = torch.zeros(*targets.shape, V)
+        return logits.scatter(-1, targets[..., None], 10.0 * first[..., None])
+
+    monkeypatch.setattr(model, "train_logits", first_code_right)
+    res = image_token_scores(model, corner_samples(5), batch_size=2)
+    obj, bg = res["object"], res["background"]
+    assert (obj["tokens"], bg["tokens"], res["all"]["tokens"]) == (5, 5 * 63, 5 * 64)
+    assert (obj["accuracy"], bg["accuracy"]) == (1.0, 0.0)
+    assert obj["loss"] == pytest.approx(math.log(math.exp(10) + V - 1) - 10, abs=1e-4)
+    assert bg["loss"] == pytest.approx(math.log(V), abs=1e-4)
+
+
+@pytest.mark.parametrize("recipe", ["chameleon", "janus"])
+def test_next_token_split_adds_up_to_the_training_loss(recipe):
+    from unimm.evaluate.token_loss import image_token_loss, image_token_scores, object_patches
+
+    if recipe == "chameleon":
+        from tests.train_helpers import tiny_model
+
+        model = tiny_model().eval()
+    else:
+        from tests.test_janus import make_model
+
+        model = make_model()
+    samples = t2i_samples(6)
+    res = image_token_scores(model, samples, batch_size=4)
+    pixels = np.stack([s.segments[1].pixels for s in samples])
+    n_obj = int(object_patches(pixels, model.image_tok.grid).sum())
+    assert res["object"]["tokens"] == n_obj and res["background"]["tokens"] == 6 * 64 - n_obj
+    # the mean over both groups is the training objective's image loss (no condition dropout)
+    with torch.no_grad():
+        want = float(model.loss(samples)["loss_image"])
+    assert res["all"]["loss"] == pytest.approx(want, rel=1e-5)
+    o, b = res["object"], res["background"]
+    mixed = (o["loss"] * o["tokens"] + b["loss"] * b["tokens"]) / (o["tokens"] + b["tokens"])
+    assert mixed == pytest.approx(want, rel=1e-5)
+    full = image_token_loss(model, n=3)
+    assert full["applicable"] and full["objective"] == "next token" and full["n_samples"] == 3
+
+
+@pytest.mark.parametrize("recipe", ["showo", "mmada"])
+def test_masked_recipes_score_a_fixed_half_of_each_image(recipe, monkeypatch):
+    from tests.test_discrete_diffusion_recipes import make
+    from unimm.evaluate.token_loss import image_token_loss, image_token_scores
+
+    model = make(recipe)
+    res = image_token_loss(model, n=5)
+    assert res["applicable"] and res["objective"].startswith("masked tokens")
+    assert res["all"]["tokens"] == 5 * 32
+    assert res["object"]["tokens"] + res["background"]["tokens"] == 5 * 32
+    assert image_token_loss(model, n=5) == res  # the same masked slots every time
+    # corner_samples have one object token; it is masked in some rows only
+    seen = image_token_scores(model, corner_samples(16))
+    assert 0 < seen["object"]["tokens"] < 16 and seen["all"]["tokens"] == 16 * 32
+
+
+def test_continuous_recipes_record_not_applicable():
+    from tests.test_transfusion import make_model
+    from unimm.evaluate.token_loss import image_token_loss, image_token_scores
+
+    res = image_token_loss(make_model(), n=2)
+    assert (
+        res
+        == {
+            "benchmark": "image_token_loss",
+            "applicable": False,
+            "reason": res["reason"],
+        }
+        and "continuous" in res["reason"]
+    )
+    with pytest.raises(ValueError, match="no per-token"):
+        image_token_scores(make_model(), t2i_samples(1))
