@@ -3,6 +3,7 @@ the image-token loss and the seed spread, on hand-made cases and tiny random mod
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -277,3 +278,35 @@ def test_continuous_recipes_record_not_applicable():
     )
     with pytest.raises(ValueError, match="no per-token"):
         image_token_scores(make_model(), t2i_samples(1))
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def test_evaluate_run_reports_the_diagnostics(tmp_path):
+    from tests.train_helpers import tiny_model
+    from unimm.pipeline import evaluate_run
+
+    model = tiny_model().eval()
+    kw = dict(per_task=2, images_per_prompt=1, questions=2, captions=2, edits=0, episodes=0)
+    res = evaluate_run(model, tmp_path / "a", progress=False, **kw)
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for split, n_tasks in (("in", 6), ("heldout", 3)):
+        ceil = saved[f"ceiling_{split}"]
+        assert ceil["n_images"] == 2 * n_tasks and set(ceil["failures"]) == set(ceil["tasks"])
+        assert set(saved[f"geneval_{split}"]["failures"]) == set(ceil["tasks"])
+    assert saved["image_token_loss"]["applicable"] and saved["image_token_loss"]["n_samples"] == 64
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "## Diagnostics" in report
+    g, c = res["geneval_in"]["overall"], res["ceiling_in"]["overall"]
+    clean = res["ceiling_in"]["clean"]["overall"]
+    assert f"| in | **overall** | {g:.3f} | {c:.3f} | {clean:.3f} |" in report
+    assert "| task | wrong | blank | wrong count |" in report
+    loss = res["image_token_loss"]["object"]
+    assert f"| object | {loss['loss']:.3f} | {loss['accuracy']:.3f} | {loss['tokens']} |" in report
+    assert (tmp_path / "a" / "ceiling_in_failures.png").exists()  # the untrained VQ fails all
+
+    evaluate_run(model, tmp_path / "b", progress=False, diagnostics=False, **kw)
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert not {"ceiling_in", "ceiling_heldout", "image_token_loss"} & set(saved)
+    assert "failures" in saved["geneval_in"]  # recorded with the images, at no cost

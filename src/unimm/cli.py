@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Interleaved-scene episodes per split (default 100 if trained on them, else 0)",
     )
+    e.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip the tokenizer ceiling and the object/background image-token loss",
+    )
 
     g = sub.add_parser("generate", help="generate images from a text prompt")
     g.add_argument("checkpoint")
@@ -362,6 +367,7 @@ def _run(args: argparse.Namespace) -> None:
             log_dir=run_dir,
             edits=args.edits,
             episodes=args.episodes,
+            diagnostics=not args.no_diagnostics,
         )
         print(pipeline.summary_line(metrics))
         print(f"report: {out / 'report.md'}")
