@@ -310,3 +310,54 @@ def test_evaluate_run_reports_the_diagnostics(tmp_path):
     saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert not {"ceiling_in", "ceiling_heldout", "image_token_loss"} & set(saved)
     assert "failures" in saved["geneval_in"]  # recorded with the images, at no cost
+
+
+# ----------------------------------------------------------------------------- seed spread
+
+
+def fake_run(path, seed: int, geneval: float, vqa: float, lr: float = 1e-3):
+    """A run directory with metrics.json and a checkpoint config of that train.seed."""
+    (path / "checkpoint").mkdir(parents=True)
+    config = {"recipe": "chameleon", "train": {"seed": seed, "lr": lr}}
+    (path / "checkpoint" / "config.json").write_text(json.dumps({"config": config}))
+    metrics = {
+        "geneval_in": {"overall": geneval, "tasks": {}},
+        "geneval_heldout": {"overall": geneval / 2},
+        "vqa_eval": {"overall": vqa},
+        "caption_eval": {"overall": 0.5},
+        "eval_seconds": 3.0,
+    }
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+def test_seed_spread_of_hand_made_runs(tmp_path, capsys):
+    from unimm.cli import main
+    from unimm.evaluate.spread import seed_spread
+
+    runs = [
+        fake_run(tmp_path / f"s{s}", s, g, v)
+        for s, g, v in ((0, 0.2, 0.6), (1, 0.3, 0.7), (2, 0.4, 0.8))
+    ]
+    spread = seed_spread([json.loads((r / "metrics.json").read_text()) for r in runs])
+    assert set(spread) == {"geneval_in", "geneval_heldout", "vqa_eval", "caption_eval"}
+    assert spread["geneval_in"]["mean"] == pytest.approx(0.3)
+    assert spread["geneval_in"]["std"] == pytest.approx(0.1)  # sample std (n - 1)
+    assert spread["caption_eval"]["std"] == 0.0
+    assert math.isnan(seed_spread([{"vqa_eval": {"overall": 0.5}}])["vqa_eval"]["std"])
+
+    out = tmp_path / "spread.md"
+    assert main(["eval-spread", *map(str, runs), "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| metric | mean ± std | seed 0 | seed 1 | seed 2 |" in table
+    assert "| GenEval-scene in-distribution | 0.300 ± 0.100 | 0.200 | 0.300 | 0.400 |" in table
+    assert "| VQA-scene | 0.700 ± 0.100 |" in table and "held-out | " in table
+    assert "Warning" not in table and out.read_text() == table
+
+    other = fake_run(tmp_path / "lr", 3, 0.5, 0.5, lr=3e-3)  # not seed noise: warned about
+    assert main(["eval-spread", str(runs[0]), str(other / "metrics.json"), str(other)]) == 0
+    table = capsys.readouterr().out
+    assert "| metric | mean ± std | seed 0 | run 2 | seed 3 |" in table
+    assert "configs differ besides train.seed: train.lr" in table
+    assert main(["eval-spread", str(tmp_path / "missing")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
