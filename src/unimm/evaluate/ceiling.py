@@ -4,8 +4,10 @@ For every GenEval-scene prompt a ground-truth scene that satisfies it is rendere
 (`oracle_scene`), passed through the image tokenizer (encode, then decode) and scored with the
 same detector and check as GenEval-scene. A generator that produced exactly the tokens of a
 correct image would score this, so the gap between the ceiling and GenEval-scene is the
-generator's, and the gap between 1 and the ceiling the tokenizer's. No model forward: a few
-hundred encode/decode passes, batched.
+generator's, and the gap between 1 and the ceiling the tokenizer's. It is not a hard bound:
+other token sequences may decode to images the detector accepts (a weak tokenizer's generated
+images can score above its ceiling). No model forward: a few hundred encode/decode passes,
+batched.
 
 The clean renders are scored too ("clean"): the detector's own ceiling, 1.0 up to its error.
 """
@@ -29,7 +31,9 @@ Reconstruct = Callable[[np.ndarray], np.ndarray]  # (B, H, W, 3) uint8 -> the sa
 SHOWN = 8  # failed reconstructions kept with their images, for the report's grid
 
 
-def tokenizer_roundtrip(image_tok, device: torch.device | str | None = None) -> Reconstruct:
+def tokenizer_roundtrip(
+    image_tok: torch.nn.Module, device: torch.device | str | None = None
+) -> Reconstruct:
     """encode then decode through any unimm image tokenizer (VQ codes, VAE latents or pixel
     patches: all map (B, 3, H, W) in [-1, 1] to tokens and back)."""
 
@@ -114,8 +118,8 @@ def ceiling_md(ceilings: dict[str, dict], generated: dict[str, dict]) -> list[st
     ceilings and generated map a split ("in", "heldout") to its result."""
     lines = [
         "Tokenizer ceiling: an oracle scene for every GenEval-scene prompt, encoded and decoded "
-        "by the image tokenizer and scored like GenEval-scene: what a perfect generator could "
-        "reach with this tokenizer.",
+        "by the image tokenizer and scored like GenEval-scene: what a generator that reproduces "
+        "the tokens of correct images reaches with this tokenizer.",
         "",
         "| split | task | generated | ceiling | clean renders |",
         "|---|---|---|---|---|",

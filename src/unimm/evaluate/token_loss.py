@@ -63,7 +63,8 @@ def _slot_objects(slots: Tensor, objects: Tensor) -> Tensor:
 def _next_token_scores(
     model: ChameleonModel, samples: list[Sample], objects: Tensor, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per target image token: (cross-entropy, argmax correct, is object), teacher forced."""
+    """Per target image token: (cross-entropy, argmax correct, is object), teacher forced
+    (deterministic: `seed` is for the masked scorer's signature)."""
     seqs = model.build(samples)  # no rng: no condition dropout
     batch = collate(seqs, model.text_tok.pad_id, device=model.device)
     slots = batch.loss_mask & (batch.modality == IMAGE)  # (B, T)
@@ -78,7 +79,7 @@ def _next_token_scores(
 def _masked_token_scores(
     model: ShowoModel, samples: list[Sample], objects: Tensor, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """As `_next_token_scores`, at the masked slots of a fixed MASK_RATIO masking."""
+    """As `_next_token_scores`, at the masked slots of a MASK_RATIO masking drawn from `seed`."""
     seqs = model.build(samples)
     batch = collate(seqs, model.text_tok.pad_id, device=model.device)
     slots = batch.loss_mask & (batch.modality == IMAGE)
@@ -123,10 +124,10 @@ def image_token_scores(
     if score is None:
         raise ValueError(f"the {model.recipe} recipe has no per-token image cross-entropy")
     ces, oks, objs = [], [], []
-    for batch in chunks(samples, batch_size):
+    for k, batch in enumerate(chunks(samples, batch_size)):
         pixels = np.stack([s.pixels for x in batch for s in x.segments if isinstance(s, Image)])
         objects = torch.from_numpy(object_patches(pixels, model.image_tok.grid)).to(model.device)
-        ce, ok, obj = score(model, list(batch), objects, seed)
+        ce, ok, obj = score(model, list(batch), objects, seed + k)
         ces.append(ce.cpu())
         oks.append(ok.cpu())
         objs.append(obj.cpu())
