@@ -19,7 +19,18 @@ def run(capsys, *argv):
 
 @pytest.mark.parametrize(
     "cmd",
-    ["quickstart", "train", "eval", "generate", "chat", "inpaint", "edit", "interleave", "world"],
+    [
+        "quickstart",
+        "train",
+        "eval",
+        "eval-spread",
+        "generate",
+        "chat",
+        "inpaint",
+        "edit",
+        "interleave",
+        "world",
+    ],
 )
 def test_every_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as e:

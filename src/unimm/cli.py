@@ -111,6 +111,21 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Interleaved-scene episodes per split (default 100 if trained on them, else 0)",
     )
+    e.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip the tokenizer ceiling and the object/background image-token loss",
+    )
+    es = sub.add_parser(
+        "eval-spread",
+        help="mean ± std of the headline metrics over runs that differ in train.seed",
+        description="Reads RUN/metrics.json of each run (written by `unimm eval`) and prints a "
+        "markdown table of GenEval-scene, VQA-scene and Caption-scene (and the other headline "
+        "metrics every run has): mean ± sample std and each run's value. Lists any config "
+        "difference besides train.seed.",
+    )
+    es.add_argument("runs", nargs="+", metavar="RUN", help="run directory or metrics.json")
+    es.add_argument("--out", help="also write the table to this markdown file")
 
     g = sub.add_parser("generate", help="generate images from a text prompt")
     g.add_argument("checkpoint")
@@ -362,6 +377,7 @@ def _run(args: argparse.Namespace) -> None:
             log_dir=run_dir,
             edits=args.edits,
             episodes=args.episodes,
+            diagnostics=not args.no_diagnostics,
         )
         print(pipeline.summary_line(metrics))
         print(f"report: {out / 'report.md'}")
@@ -453,6 +469,13 @@ def _run(args: argparse.Namespace) -> None:
         from unimm.interop.commands import run_interop
 
         run_interop(args)
+    elif args.command == "eval-spread":
+        from unimm.evaluate.spread import spread_md
+
+        table = spread_md(args.runs)
+        print(table, end="")
+        if args.out:
+            Path(args.out).write_text(table)
     elif args.command == "plot":
         from unimm.evaluate.plot import plot_run
 

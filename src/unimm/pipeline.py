@@ -294,15 +294,22 @@ def evaluate_run(
     log_dir: str | Path | None = None,
     edits: int | None = None,
     episodes: int | None = None,
+    diagnostics: bool = True,
 ) -> dict:
     """Run every scene-world benchmark on `model` and write report.md + metrics.json into `out`;
     the loss curve comes from log_dir/train_log.jsonl (default: `out`) when there is one.
     edits / episodes: Edit-scene samples and Interleaved-scene episodes per split; None = 200 and
-    100 when the model trained on that task (or its tasks are unknown), else skipped; 0 skips."""
+    100 when the model trained on that task (or its tasks are unknown), else skipped; 0 skips.
+    diagnostics: also measure where GenEval-scene quality is lost (a few seconds): the image
+    tokenizer's ceiling on the same prompts ("ceiling_in", "ceiling_heldout") and the
+    teacher-forced image-token loss on objects vs background ("image_token_loss"); the failure
+    classes of the generated images are always in the GenEval-scene results."""
+    from unimm.evaluate.ceiling import tokenizer_ceiling, tokenizer_roundtrip
     from unimm.evaluate.editing import edit_scene
     from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.interleaved import interleaved_scene
     from unimm.evaluate.report import write_report
+    from unimm.evaluate.token_loss import image_token_loss
     from unimm.evaluate.understanding import caption_scene, vqa_scene
 
     out = Path(out)
@@ -331,6 +338,17 @@ def evaluate_run(
         "geneval_heldout": geneval_scene(
             gen, "heldout", per_task, images_per_prompt, seed=seed, progress=progress
         ),
+    }
+    if diagnostics:
+        t1 = time.perf_counter()
+        roundtrip = tokenizer_roundtrip(model.parts.image, model.device)
+        for split in ("in", "heldout"):
+            results[f"ceiling_{split}"] = tokenizer_ceiling(
+                roundtrip, split, per_task, seed=seed, resolution=model.image_resolution
+            )
+        results["image_token_loss"] = image_token_loss(model, seed=seed)
+        results["diagnostics_seconds"] = time.perf_counter() - t1
+    results |= {
         "vqa_eval": vqa_scene(answer, "eval", questions, seed=seed, progress=progress),
         "vqa_heldout": vqa_scene(answer, "heldout", questions, seed=seed, progress=progress),
         "caption_eval": caption_scene(caption, "eval", captions, seed=seed, progress=progress),

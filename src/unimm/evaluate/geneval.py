@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unimm.evaluate.common import check_image, check_len, chunks, describe_scene, mean
+from unimm.evaluate.taxonomy import classify_failure, failure_table
 from unimm.world.detector import DetectorConfig, detect
 from unimm.world.geneval import GENEVAL_TASKS, check, geneval_prompts
 
@@ -30,8 +31,9 @@ def geneval_scene(
 ) -> dict:
     """Per-task accuracy, overall (mean of the split's tasks) and per-prompt records.
 
-    Each record holds the prompt, the generated images, the detector's reading of each and
-    whether it passed, so a report can show a grid. Batch k is generated with seed + k.
+    Each record holds the prompt, the generated images, the detector's reading of each,
+    whether it passed and, if not, why (unimm.evaluate.taxonomy), so a report can show a grid;
+    "failures" counts the failure classes per task. Batch k is generated with seed + k.
     """
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
@@ -52,6 +54,7 @@ def geneval_scene(
                     "prompt": p.text,
                     "correct": [check(p, s) for s in scenes],
                     "detected": [describe_scene(s) for s in scenes],
+                    "failure": [classify_failure(p, s) for s in scenes],
                     "images": imgs,
                 }
             )
@@ -66,6 +69,7 @@ def geneval_scene(
         "split": split,
         "tasks": per_task_acc,
         "overall": mean(list(per_task_acc.values())),
+        "failures": failure_table(records),
         "n_prompts": len(prompts),
         "images_per_prompt": images_per_prompt,
         "records": records,

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from unimm.data.images import save_image
+from unimm.evaluate.ceiling import ceiling_md
+from unimm.evaluate.taxonomy import failures_md
+from unimm.evaluate.token_loss import token_loss_md
 
 GRID_PROMPTS = 8  # prompts shown per GenEval task grid
 REPORT_SCALE = 2  # pixel repetition of report images
@@ -239,6 +242,38 @@ def _interleaved_md(name: str, res: dict, run_dir: Path) -> list[str]:
     return lines
 
 
+def _diagnostics_md(metrics: dict, run_dir: Path) -> list[str]:
+    """Where GenEval-scene quality is lost: the tokenizer ceiling, the failure classes of the
+    generated images and the image-token loss on objects vs background (each when present)."""
+    by_split = {
+        kind: {
+            split: metrics[f"{kind}_{split}"]
+            for split in ("in", "heldout")
+            if isinstance(metrics.get(f"{kind}_{split}"), dict)
+        }
+        for kind in ("geneval", "ceiling")
+    }
+    body: list[str] = []
+    if by_split["ceiling"]:
+        body += ceiling_md(by_split["ceiling"], by_split["geneval"])
+        for split, res in by_split["ceiling"].items():
+            shown = [r for r in res["records"] if "images" in r]
+            if shown:
+                fname = f"ceiling_{split}_failures.png"
+                images = [im for r in shown for im in r["images"]]
+                save_image(image_grid(images, nrow=8, scale=REPORT_SCALE), run_dir / fname)
+                caption = "pairs of clean render, reconstruction"
+                body += [f"![failed reconstructions ({split})]({fname}) ({caption})", ""]
+    for split, res in by_split["geneval"].items():
+        if "failures" in res:
+            body += failures_md(f"the generated images ({split})", res["failures"])
+    if isinstance(metrics.get("image_token_loss"), dict):
+        body += token_loss_md(metrics["image_token_loss"])
+    if not body:
+        return []
+    return ["## Diagnostics: where GenEval-scene quality is lost", "", *body]
+
+
 _SECTIONS = {
     "geneval_scene": _geneval_md,
     "vqa_scene": _qa_md,
@@ -274,6 +309,7 @@ def write_report(
             summary.append(f"| {name} | {res:.4g} |")
     if summary:
         lines += ["| metric | value |", "|---|---|", *summary, ""]
+    lines += _diagnostics_md(metrics, run_dir)
     if loss_rows:
         plot_loss_curve(loss_rows, run_dir / "loss.png")
         lines += ["## Training loss", "", "![loss](loss.png)", ""]
