@@ -6,12 +6,32 @@ shared by n_heads / n_kv_heads query heads; the cache stores only the kv heads.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unimm.model.config import ModelConfig
 from unimm.model.layers import PerHeadLayerNorm, RMSNorm, apply_rope
+
+# On CPU, SDPA's bf16 backward is 2-3x slower than its fp32 backward at this project's shapes
+# (T ~ 100, head_dim 32: 170 ms vs 64 ms per layer and batch of 48 on AMD Zen 4), while
+# attention is a small share of the step's FLOPs. So under bf16 autocast, attention that
+# will be differentiated runs in fp32 and casts back; inference keeps bf16 (its forward is as
+# fast). benchmarks/bench_attention_precision.py measures the step with this on and off.
+UPCAST_CPU_BF16_ATTENTION_GRAD = True
+
+
+def upcast_for_backward(q: Tensor) -> bool:
+    """Whether attention over q runs in fp32 (UPCAST_CPU_BF16_ATTENTION_GRAD)."""
+    return (
+        UPCAST_CPU_BF16_ATTENTION_GRAD
+        and q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and q.requires_grad
+        and torch.is_grad_enabled()
+    )
 
 
 class KVCache:
@@ -147,15 +167,21 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k.to(cache.k.dtype), v.to(cache.v.dtype))
             k, v = k.to(q.dtype), v.to(q.dtype)  # (B, Hkv, S, hd)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=is_causal,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )  # (B, H, T, hd)
-        return y.transpose(1, 2).reshape(B, T, -1)
+        dtype = q.dtype
+        upcast = upcast_for_backward(q)
+        if upcast:
+            q, k, v = q.float(), k.float(), v.float()
+        # CPU autocast would cast fp32 inputs of SDPA back to bf16: step out of it to upcast.
+        with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                is_causal=is_causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )  # (B, H, T, hd)
+        return y.to(dtype).transpose(1, 2).reshape(B, T, -1)
 
     def forward(
         self,
