@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-slow lint format bench clean
+.PHONY: setup quickstart reference test test-slow lint format bench clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 quickstart: setup
 	$(BIN)/unimm quickstart --out runs/quickstart
+
+# The reference tier: the same recipe trained for 45 minutes, full evaluation, <= 60 min on 2 cores.
+reference: setup
+	$(BIN)/unimm quickstart --preset reference --out runs/reference
 
 test: setup lint
 	$(BIN)/python -m pytest
