@@ -1,10 +1,15 @@
 """MuonAdamW against the reference optimizers: its Muon groups step as torch.optim.Muon
 (match_rms_adamw scaling), its AdamW groups as torch.optim.AdamW, over several steps."""
 
+import shutil
+
 import pytest
 import torch
 
+from tests.train_helpers import stream, tiny_model, tiny_train_config
+from unimm.train import state as st
 from unimm.train.muon import MuonAdamW, orthogonalise
+from unimm.train.trainer import read_log, train_model
 
 
 def _run(make, params, steps=4):
@@ -64,3 +69,21 @@ def test_orthogonalise_pushes_singular_values_towards_one():
 def test_muon_refuses_non_matrix_parameters():
     with pytest.raises(ValueError, match="2-D"):
         MuonAdamW([{"params": [torch.zeros(3, requires_grad=True)], "use_muon": True}], lr=0.1)
+
+
+def test_muon_training_resumes_step_for_step(tmp_path):
+    """Muon's momentum buffers go through the training-state checkpoints like AdamW's moments:
+    stopping after step 3 and resuming gives the uninterrupted run's losses exactly."""
+    cfg = tiny_train_config(steps=6, optimizer="muon", save_every=3)
+    train_model(tiny_model(), cfg, stream, tmp_path / "full", progress=False)
+    short = tiny_train_config(steps=6, optimizer="muon", save_every=3)
+    # the same run stopped after its step-3 checkpoint, then resumed in a fresh model
+    train_model(tiny_model(), short, stream, tmp_path / "part", progress=False)
+    for extra in st.list_states(tmp_path / "part")[1:]:
+        shutil.rmtree(extra)
+    log = tmp_path / "part" / "train_log.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()[:3]))
+    train_model(tiny_model(), short, stream, tmp_path / "part", progress=False, resume=True)
+    full = [(r["step"], r["loss"]) for r in read_log(tmp_path / "full" / "train_log.jsonl")]
+    part = [(r["step"], r["loss"]) for r in read_log(tmp_path / "part" / "train_log.jsonl")]
+    assert part == full
