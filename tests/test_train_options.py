@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
@@ -77,5 +76,7 @@ def test_tensorboard_and_progress_bar(tmp_path, capsys):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert rows[-1]["tokens_per_s"] > 0
     bar = capsys.readouterr().err
-    assert "loss=" in bar and "tok_s=" in bar and "2/2" in bar
-    assert re.search(r"\d\d:\d\d<\d\d:\d\d", bar)  # elapsed<ETA
+    # stderr is not a terminal here: plain lines, no carriage-return frames (unimm.progress;
+    # the ETA of an unfinished run is checked in tests/test_progress.py)
+    assert "\r" not in bar and "train: 2/2 it (100%)" in bar and "elapsed" in bar
+    assert "loss=" in bar and "tok_s=" in bar and "lr=" in bar

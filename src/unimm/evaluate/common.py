@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
+from unimm.progress import progress_bar
 from unimm.world.language import canonical_caption
 from unimm.world.palette import NUMBER_WORDS
 from unimm.world.scene import Scene
@@ -83,7 +83,7 @@ def batched_records(
     samples, check it answered each, and turn (sample, output) into a record. Records may hold
     "image"/"images"; only the first KEEP_IMAGES keep them, so results stay small."""
     records: list[dict] = []
-    for batch in tqdm(list(chunks(samples, batch_size)), desc=desc, disable=not progress):
+    for batch in progress_bar(list(chunks(samples, batch_size)), desc=desc, disable=not progress):
         outs = predict(batch)
         check_len(outs, len(batch), what)
         for sample, out in zip(batch, outs, strict=True):

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from unimm.evaluate.common import check_image, check_len, chunks, describe_scene, mean
 from unimm.evaluate.taxonomy import classify_failure, failure_table
+from unimm.progress import progress_bar
 from unimm.world.detector import DetectorConfig, detect
 from unimm.world.geneval import GENEVAL_TASKS, check, geneval_prompts
 
@@ -39,7 +39,7 @@ def geneval_scene(
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     prompts = geneval_prompts(split, per_task, seed)
     records: list[dict] = []
-    bar = tqdm(total=len(prompts), desc=f"geneval[{split}]", disable=not progress)
+    bar = progress_bar(total=len(prompts), desc=f"geneval[{split}]", disable=not progress)
     for k, batch in enumerate(chunks(prompts, batch_prompts)):
         texts = [p.text for p in batch]
         outs = generate_images(texts, images_per_prompt, seed + k)

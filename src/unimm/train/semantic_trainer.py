@@ -25,6 +25,7 @@ import torch
 
 from unimm.config import to_dict
 from unimm.data.images import to_tensor
+from unimm.progress import progress_bar
 from unimm.tokenizers.semantic import SemanticConfig, SemanticEncoder
 from unimm.train.tokenizer_trainer import _lr_at
 from unimm.world.language import caption, describe, scene_groups
@@ -180,13 +181,10 @@ def train_semantic(
     opt = torch.optim.AdamW(encoder.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.05)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
+        bar = progress_bar(
             total=steps if seconds is None else int(seconds),
             unit="step" if seconds is None else "s",
             desc="semantic encoder",
-            dynamic_ncols=True,
         )
     before = evaluate_retrieval(encoder, n=200)
     trained, first_loss, last_loss = 0.0, None, None

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from unimm.data.images import to_tensor
+from unimm.progress import progress_bar
 from unimm.tokenizers.semantic_vq import ALIGNER_DIR, AlignConfig, CodeAligner, QuantisedEmbedder
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig, VQTokenizer
 
@@ -242,13 +243,10 @@ def train_vq(
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
+        bar = progress_bar(
             total=steps if seconds is None else int(seconds),
             unit="step" if seconds is None else "s",
             desc="vq",
-            dynamic_ncols=True,
         )
     trained, step, curve, next_curve = 0.0, 0, [], curve_every
     first_loss = last_loss = first_align = last_align = None

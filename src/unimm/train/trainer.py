@@ -19,11 +19,11 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from unimm.checkpoint import save_tensors, write_json
 from unimm.config import to_dict
 from unimm.data.sample import Sample
+from unimm.progress import progress_bar
 from unimm.recipes.base import UnifiedModel
 from unimm.train import distributed as du
 from unimm.train import state as st
@@ -184,10 +184,9 @@ def train_model(
         tb = SummaryWriter(str(out_dir / "tensorboard"))
 
     start = time.perf_counter() - seconds_before
-    bar = tqdm(
-        total=cfg.steps, initial=first - 1, desc="train", disable=not progress or not d.is_main,
-        dynamic_ncols=True,
-    )  # fmt: skip
+    bar = progress_bar(
+        total=cfg.steps, initial=first - 1, desc="train", disable=not progress or not d.is_main
+    )
     done = first - 1
     for step in range(first, cfg.steps + 1):
         elapsed = time.perf_counter() - start

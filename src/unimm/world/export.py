@@ -13,10 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from unimm.data.images import save_image
 from unimm.data.sample import Image, Text
+from unimm.progress import progress_bar
 from unimm.world.scene import HeldoutMode
 from unimm.world.tasks import world_samples
 
@@ -45,7 +44,7 @@ def export_world(
         stream = world_samples(split, seed, tasks, heldout, resolution)
         with open(tmp / "samples.jsonl", "w") as f:
             for _, sample in zip(
-                tqdm(range(n), desc="export", disable=not progress), stream, strict=False
+                progress_bar(range(n), desc="export", disable=not progress), stream, strict=False
             ):
                 i = sample.meta["index"]
                 segs = []

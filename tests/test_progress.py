@@ -1,0 +1,71 @@
+"""Progress output: tqdm on a terminal, a plain line every N seconds in a log file."""
+
+from __future__ import annotations
+
+import io
+
+from tqdm import tqdm
+
+from unimm.progress import LineProgress, progress_bar
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    """A fake clock that advances `step` seconds per reading."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_a_fast_loop_in_a_log_writes_one_plain_line():
+    log = io.StringIO()
+    bar = progress_bar(range(10_000), desc="export", file=log)
+    assert isinstance(bar, LineProgress)
+    assert sum(1 for _ in bar) == 10_000
+    text = log.getvalue()
+    assert "\r" not in text and "\x1b" not in text  # no carriage returns, no terminal codes
+    assert text.count("\n") == 1  # done well within 30 s: only the closing line
+    assert text.startswith("export: 10000/10000 it (100%), ")
+
+
+def test_a_slow_loop_writes_at_most_one_line_per_period():
+    log = io.StringIO()
+    # 1000 steps, one clock second each: 1000 s in all, so about 1000 / 30 periodic lines.
+    bar = LineProgress(total=1000, desc="train", unit="step", every=30, file=log, clock=Clock(1.0))
+    for step in range(1000):
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+        bar.update(1)
+    bar.close()
+    bar.close()  # closing twice writes nothing more
+    lines = log.getvalue().splitlines()
+    assert 30 <= len(lines) <= 1000 // 30 + 2 and "\r" not in log.getvalue()
+    assert lines[0].startswith("train: 30/1000 step (3%), 30s elapsed, eta ")
+    assert lines[-1].startswith("train: 1000/1000 step (100%), 16m41s elapsed, loss=0.001")
+
+
+def test_resumed_bar_counts_from_initial_and_estimates_from_this_run():
+    log = io.StringIO()
+    bar = LineProgress(total=100, initial=50, desc="train", every=10, file=log, clock=Clock(1.0))
+    for _ in range(10):
+        bar.update(1)
+    # 10 steps in 10 s since the resume: 40 left at 1 step/s
+    assert log.getvalue().splitlines() == ["train: 60/100 it (60%), 10s elapsed, eta 40s"]
+
+
+def test_terminal_gets_tqdm_and_disable_is_silent():
+    assert isinstance(progress_bar(total=3, file=Terminal()), tqdm)
+    log = io.StringIO()
+    bar = progress_bar(total=3, desc="x", file=log, disable=True)
+    bar.update(2)
+    bar.set_postfix(loss="1.0")
+    bar.close()
+    assert bar.n == 2 and log.getvalue() == ""
+    assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]
