@@ -15,7 +15,6 @@ from unimm.paradigms.autoregressive import next_token_loss, next_token_targets
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(1)
 
 
 def test_config_defaults_and_validation() -> None:

@@ -21,7 +21,9 @@ from unimm.train import state as st
 from unimm.train.trainer import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+# OMP_NUM_THREADS is inherited (tests/conftest.py sets it): the killed and resumed scripts use
+# the thread count of the in-process run they are compared with bit for bit.
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}"}
 
 
 def losses(run: Path) -> list[tuple[int, float]]:

@@ -135,7 +135,6 @@ def test_tiny_training_lowers_loss(tmp_path) -> None:
     pytest.importorskip("unimm.world.detector")
     from unimm.train.tokenizer_trainer import evaluate_vq, render_batch, train_vq
 
-    torch.set_num_threads(1)
     before = evaluate_vq(VQTokenizer(VQ_PRESETS["tiny"]()), n=20)  # a flat white image
     m = train_vq(
         VQ_PRESETS["tiny"](), tmp_path, steps=40, batch_size=16, lr=3e-3, progress=False, eval_n=20
@@ -167,7 +166,6 @@ def test_training_options_ema_weighting_and_more_objects(tmp_path) -> None:
     pytest.importorskip("unimm.world.detector")
     from unimm.train.tokenizer_trainer import render_batch, train_vq
 
-    torch.set_num_threads(1)
     _, scenes = render_batch(random.Random(0), 40, 64, max_objects=8)
     assert max(len(s.objects) for s in scenes) > 4
     with pytest.raises(ValueError, match="ema"):

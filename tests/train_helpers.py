@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 
@@ -44,7 +45,7 @@ def stream(start: int):
 if __name__ == "__main__":  # python tests/train_helpers.py OUT RESUME [key=value ...]
     from unimm.train.trainer import train_model
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))  # the parent's count
     out, resume = sys.argv[1], sys.argv[2] == "1"
     kw = {k: (v if k in ("parallel", "precision", "device") else float(v) if "." in v else int(v))
           for k, v in (a.split("=") for a in sys.argv[3:])}  # fmt: skip
