@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG_OVERRIDES,
     )
     q.add_argument("--out", default="runs/quickstart", help="run directory (default %(default)s)")
-    q.add_argument("--preset", default="small", help="run preset: tiny, small (the quickstart) or reference (default small)")
+    q.add_argument(
+        "--preset",
+        default="small",
+        help="run preset: tiny, small (the quickstart) or reference (default small)",
+    )
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     t = sub.add_parser(
@@ -50,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG_OVERRIDES,
     )
     t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--preset", default="small", help="run preset: tiny, small (the quickstart) or reference (default small)")
+    t.add_argument(
+        "--preset",
+        default="small",
+        help="run preset: tiny, small (the quickstart) or reference (default small)",
+    )
     t.add_argument(
         "--image-tokenizer", help="reuse a trained image tokenizer directory instead of training"
     )
