@@ -1,9 +1,17 @@
 """Semantic discrete tokens (VILA-U style): a VQ tokenizer trained with reconstruction plus a
-contrastive text-alignment loss on its quantised latents (unimm.tokenizers.semantic_vq)."""
+contrastive text-alignment loss on its quantised latents (unimm.tokenizers.semantic_vq).
+
+tests/assets/golden_vq_losses.json holds the per-step losses of the plain trainer's seeded
+12-step tiny run (`_step_losses`), written before the alignment existed. Regenerate it only for
+a change meant to alter plain VQ training, and say why in the commit message:
+    UNIMM_UPDATE_GOLDEN=1 PYTHONPATH=src .venv/bin/python -m pytest tests/test_semantic_vq.py
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +40,18 @@ from unimm.world.language import caption  # noqa: E402
 GOLDEN = Path(__file__).parent / "assets" / "golden_vq_losses.json"
 TINY_ALIGN = AlignConfig(dim=32, n_heads=2, text_dim=32, text_layers=1, embed_dim=32)
 
+# How close another machine's curve comes to the golden one. train_vq runs under bf16 autocast
+# and FSQ rounds the latents to a grid, so a last-bit difference in one bf16 product (another
+# CPU's kernel) can move a code, and from there the curves part. Measured against the golden
+# file (written on AMD Zen 4, one thread): Intel Sapphire Rapids max rel 2e-4, under 1e-6 on
+# steps 1-4; two threads 2e-7; oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, the path of a CPU
+# without AVX-512 such as Zen 3) 2.3e-2 by step 10 but 2e-5 on steps 1-4. For comparison, a 1 %
+# larger learning rate moves step 4 by 4e-4, a warmup of 0.2 instead of 0.1 step 3 by 1e-2 and
+# ink_weight=0.1 step 1 by 8e-2. So the first steps are held tight (10x the worst measured,
+# which catches those), the whole curve loosely (2x the worst measured: a curve of another shape).
+EARLY_STEPS, EARLY_REL = 4, 2e-4
+CURVE_REL = 5e-2
+
 
 def _step_losses(tmp_path: Path, **kw) -> tuple[list[dict], dict]:
     """The per-step log of a seeded 12-step tiny run (the golden file's settings)."""
@@ -52,19 +72,22 @@ def _step_losses(tmp_path: Path, **kw) -> tuple[list[dict], dict]:
 
 
 def test_align_weight_zero_is_the_plain_tokenizer_training(tmp_path) -> None:
-    # Golden per-step losses of the plain trainer, written before the alignment existed
-    # (regenerate only for a change meant to alter plain VQ training, and say why).
-    golden = json.loads(GOLDEN.read_text())
     plain, m = _step_losses(tmp_path / "plain", align_weight=0.0)
-    assert [e["loss"] for e in plain] == pytest.approx(golden, rel=1e-6, abs=0)
+    losses = [e["loss"] for e in plain]
+    if os.environ.get("UNIMM_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(losses, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert losses[:EARLY_STEPS] == pytest.approx(golden[:EARLY_STEPS], rel=EARLY_REL, abs=0)
+    assert losses == pytest.approx(golden, rel=CURVE_REL, abs=0)
     assert "retrieval" not in m and not (tmp_path / "plain" / ALIGNER_DIR).exists()
     # With the alignment on: same initial tokenizer and the same images (captions draw from
-    # their own seed), so the first step's reconstruction loss is the plain one exactly; after
-    # that the codes move under the extra gradient and the losses part ways.
+    # their own seed), so the first step's reconstruction loss is the plain run's exactly (the
+    # same kernels on the same inputs, in this process); after that the codes move under the
+    # extra gradient and the losses part ways.
     aligned, m = _step_losses(tmp_path / "aligned", align_weight=0.5, align=TINY_ALIGN)
     recon = [e["recon_loss"] for e in aligned]
-    assert recon[0] == golden[0]
-    assert all(abs(a - b) > 1e-7 for a, b in zip(recon[2:], golden[2:]))
+    assert recon[0] == losses[0]
+    assert all(abs(a - b) > 1e-7 for a, b in zip(recon[2:], losses[2:]))
     assert aligned[0]["loss"] == pytest.approx(recon[0] + 0.5 * aligned[0]["align_loss"])
 
 
@@ -83,14 +106,21 @@ def test_alignment_loss_falls_on_a_fixed_batch_and_reaches_the_encoder() -> None
     assert tok.dec_in.weight.grad is None
     params = [*tok.parameters(), *aligner.parameters()]
     opt = torch.optim.AdamW(params, lr=3e-3)
-    first = None
-    for _ in range(40):
+    # Fitting the 8 pairs, the CLIP loss first sits at chance (ln 8) while the pooled code
+    # embeddings are nearly alike, and leaves it after a number of steps that depends on the
+    # seed and on float rounding, so on the CPU (after a fixed 40 steps: 0.48 x its start here,
+    # 0.57 on an Intel Xeon). So: below 0.8 ln 8 within 200 steps. Over init seeds 0-59 the
+    # slowest took 105 steps (seed 40; then 93, 84), seed 0 takes 17; untrained (lr 0) the loss
+    # stays at its start, above ln 8 (AMD Zen 4, 2026-12-06).
+    bound = 0.8 * math.log(len(texts))
+    for _ in range(200):
         out = vq_loss(tok, x, aligner=aligner, texts=texts, align_weight=1.0)
-        first = out["align"].item() if first is None else first
+        if out["align"].item() < bound:
+            break
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-    assert out["align"].item() < 0.5 * first
+    assert out["align"].item() < bound
     with pytest.raises(ValueError, match="one caption per image"):
         vq_loss(tok, x, aligner=aligner, texts=texts[:3], align_weight=1.0)
 
