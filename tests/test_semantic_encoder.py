@@ -53,10 +53,18 @@ def test_contrastive_loss_falls_on_a_tiny_run(loss):
     enc = encoder(loss=loss).train()
     opt = torch.optim.AdamW(enc.parameters(), lr=2e-3)
     images, texts = caption_batch(random.Random(0), 16, 64)
+    # One fixed batch: the loss must fall as the pairs are learned. CLIP's first sits at chance
+    # (ln 16) while the embeddings are nearly alike, for a number of steps that depends on the
+    # seed and on float rounding, so on the CPU: over init seeds 0-59 it went below 0.6 x its
+    # start after 9 to 99 steps (seed 16; seed 0: 23), so it gets up to 200 and stops there.
+    # SigLIP falls at once (its bias moves first): over seeds 0-19 the worst ratio after 40 steps
+    # was 0.45. Untrained (lr 0) both stay at 1.0 (AMD Zen 4, 2026-12-06).
     losses = []
-    for _ in range(40):  # one fixed batch: the loss must fall as the pairs are learned
+    for _ in range(200 if loss == "clip" else 40):
         out = enc.contrastive_loss(images, texts)
         losses.append(out.item())
+        if loss == "clip" and losses[-1] < 0.6 * losses[0]:
+            break
         opt.zero_grad()
         out.backward()
         opt.step()
@@ -76,7 +84,9 @@ def test_matching_pairs_are_retrieved_after_fitting():
         opt.step()
     r = evaluate_retrieval(enc, n=20, pool=20)  # the same stream: the pairs fitted above
     assert r["chance"] == 1 / 20
-    assert r["image_to_text"] > 0.5 and r["text_to_image"] > 0.5
+    # 6x chance. Over init seeds 0-59 the worst (the lower of the two directions) was 0.60
+    # (seed 6), the next 0.85; untrained (lr 0) 0.00-0.05 (AMD Zen 4, 2026-12-06).
+    assert r["image_to_text"] > 0.3 and r["text_to_image"] > 0.3
 
 
 def test_train_save_load_round_trip(tmp_path):

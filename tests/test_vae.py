@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unimm.tokenizers.vae import VAE_PRESETS, VAEConfig, VAETokenizer
-from unimm.train.vae_trainer import train_vae
+from unimm.train.vae_trainer import evaluate_vae, train_vae
 
 
 def tiny() -> VAETokenizer:
@@ -59,9 +59,14 @@ def test_config_errors():
 
 
 def test_training_lowers_the_reconstruction_error(tmp_path):
+    before = evaluate_vae(tiny(), n=8)  # the 8 held-out scenes train_vae's metrics use
     m = train_vae(VAE_PRESETS["tiny"](), tmp_path, steps=30, batch_size=4, eval_n=8, progress=False)
     assert m["steps"] == 30 and m["latent_scale"] > 0 and 0 <= m["redetect_rate"] <= 1
-    assert m["final_mse"] < 0.2  # a flat white start has MSE ~0.1-0.3 on these scenes
+    # The last training batch's MSE does not tell trained from untrained (0.08 to 0.21 after 30
+    # steps over seeds 0-19, 0.20 to 0.33 at lr 0 over seeds 0-2); PSNR on the same held-out
+    # scenes does: over seeds 0-19 (init and data) the smallest gain was 0.44 dB, and 0 dB at
+    # lr 0 (AMD Zen 4, 2026-12-06).
+    assert m["psnr"] > before["psnr"] + 0.2
     assert (tmp_path / "vae_config.json").is_file()
     loaded = VAETokenizer.from_pretrained(tmp_path)
     assert loaded.config.scale == m["latent_scale"]
