@@ -203,6 +203,8 @@ def test_loss_falls_with_training(mot):
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
+    # Over init seeds 0-19 the worst ratio was 0.644 (mot) and 0.646 (dense); untrained (lr 0)
+    # 0.99-1.01 (AMD Zen 4, 2026-12-06).
     assert losses[-1] < 0.7 * losses[0]
     # The semantic encoder stays frozen; both experts learnt.
     if mot:

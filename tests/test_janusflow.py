@@ -67,6 +67,8 @@ def test_loss_falls_with_training(repa):
         out["loss"].backward()
         opt.step()
     assert ("loss_repa" in out) == (repa > 0)
+    # Over init seeds 0-19 the worst ratio was 0.646 (repa 0) and 0.643 (repa 0.5); untrained
+    # (lr 0) 0.99-1.01 (AMD Zen 4, 2026-12-06).
     assert losses[-1] < 0.7 * losses[0]
 
 

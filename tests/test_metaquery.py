@@ -121,6 +121,8 @@ def test_loss_falls_with_training(freeze):
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
+    # Over init seeds 0-19 the worst ratio was 0.25 (trainable) and 0.24 (frozen); untrained
+    # (lr 0) 0.99-1.01 (AMD Zen 4, 2026-12-06).
     assert losses[-1] < 0.5 * losses[0]
 
 

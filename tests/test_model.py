@@ -91,6 +91,8 @@ def test_loss_drops_on_copy_task() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[0] > math.log(15) * 0.9  # starts near uniform over 15 symbols
+    # Over init seeds 0-19 the worst ratio was 0.66; untrained (lr 0) 1.00-1.01 (AMD Zen 4,
+    # 2026-12-06).
     assert sum(losses[-5:]) / 5 < 0.75 * losses[0], losses
 
 

@@ -102,6 +102,7 @@ def test_loss_falls_with_training():
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
+    # Over init seeds 0-19 the worst ratio was 0.61; untrained (lr 0) 1.00 (AMD Zen 4, 2026-12-06).
     assert float(out["loss"].detach()) < 0.7 * first
 
 
@@ -239,6 +240,8 @@ def test_patch_2_train_step_sample_and_checkpoint(tmp_path, patching):
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
+    # Over init seeds 0-19 the worst ratio was 0.61 (linear) and 0.55 (unet); untrained (lr 0)
+    # 0.99-1.01 (AMD Zen 4, 2026-12-06).
     assert out["loss_image"] > 0 and losses[-1] < 0.7 * losses[0]
     model.eval()
     prompts = [[Text("a red circle")], [Text("a blue square left of a green triangle")]]
