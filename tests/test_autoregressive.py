@@ -45,6 +45,11 @@ def test_targets_and_loss() -> None:
         next_token_loss(logits, targets[:, :3])
 
 
+# Greedy ids compare exactly although cached vs recomputed (and batched vs single) decoding
+# multiplies matrices of other shapes, which CPUs may round differently: the logits differ by
+# ~1e-6 and the gap between the two best logits is far wider. Measured: the recipes' greedy
+# equality tests still pass with every linear and attention output scaled by 1 + 1e-5 * noise,
+# the noise drawn per input shape (docs/TRAINING.md, "Tests on every machine").
 def test_cached_equals_recomputed(model: Transformer) -> None:
     cached = generate(model, PROMPTS, 12, temperature=0)
     recomputed = generate(model, PROMPTS, 12, temperature=0, use_cache=False)

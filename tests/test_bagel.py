@@ -187,7 +187,11 @@ def test_cached_image_span_equals_full_recomputation(prompt):
         embeds=embeds,
         gen=gen,
     )
-    assert torch.allclose(cached, full[:, -N:], atol=1e-5)
+    # Not bit-equal: the cached pass multiplies N rows, the full one the prompt's as well, and
+    # CPUs pick GEMM kernels (so summation orders) by shape. Measured max |diff| 1.9e-6 on values
+    # up to 4 (four kernel settings: default, ATEN_CPU_CAPABILITY=default, MKL_CBWR=COMPATIBLE,
+    # two threads); a routing slip moves them by O(1) (the experts differ by 0.5 x noise).
+    torch.testing.assert_close(cached, full[:, -N:], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("mot", [True, False])

@@ -111,12 +111,19 @@ def texts(model, prompts, seed) -> list[str]:
 
 
 def assert_same(a, b, recipe: str, exact: bool = False) -> None:
+    """Text, or (codes or latents, pixels). `exact`: the same batch size, so the same kernels.
+    Otherwise the decoder runs on another number of rows, and a pixel that sits on a rounding
+    boundary may come out one level apart (tests/test_serve_batching.py sees it happen)."""
     if isinstance(a, str):
         assert a == b
-    elif exact or recipe not in CONTINUOUS:
-        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        return
+    if exact or recipe not in CONTINUOUS:
+        assert np.array_equal(a[0], b[0])
     else:
         np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-5)
+    if exact:
+        assert np.array_equal(a[1], b[1])
+    else:
         assert np.abs(a[1].astype(int) - b[1].astype(int)).max() <= 1
 
 
