@@ -63,12 +63,13 @@ class MMDiTBlock(MoTBlock):
         )
 
     def layer_modulation(self, shared: tuple[Tensor, Tensor] | None, expert: str) -> Modulation:
-        """shared = ((K, 6, D) modulation, (K, 1, 1) 1.0 at noised tokens else 0.0) -> six
-        (K, D) vectors of this layer, zero at clean tokens."""
+        """shared = ((B, 6, D) each row's modulation, (K,) row of each noised token, B at
+        clean tokens) -> six (K, D) vectors of this layer, zero at clean tokens."""
         if shared is None:
             return None
-        m, on = shared
-        return ((m + self.table[expert]) * on).unbind(1)
+        m, rows = shared
+        table = torch.cat([m + self.table[expert], m.new_zeros(1, *m.shape[1:])])  # (B + 1, 6, D)
+        return table.index_select(0, rows).unbind(1)
 
     def forward(
         self,
@@ -149,9 +150,9 @@ class MMDiTTransformer(MoTTransformer):
         cond: Tensor | None = None,
         noised: Tensor | None = None,
     ) -> Tensor:
-        """As `MoTTransformer.forward`; cond (B, T, D) the conditioning vector of each token
-        (its modality's time embedding) and noised (B, T) bool the tokens it modulates; None:
-        no token is noised (the MoT exactly)."""
+        """As `MoTTransformer.forward`; cond (B, D) each row's conditioning vector (the time
+        embedding of its noised segment: DiT conditions per sample) and noised (B, T) bool the
+        tokens it modulates; None: no token is noised (the MoT exactly)."""
         x, cos, sin, mask, is_causal = self.prepare(tokens, embeds, positions, mask, cache)
         B, T, D = x.shape
         if gen is None:
@@ -160,8 +161,8 @@ class MMDiTTransformer(MoTTransformer):
             raise ValueError(f"gen must be a (B, T) = {(B, T)} bool tensor")
         if (cond is None) != (noised is None):
             raise ValueError("pass cond and noised together")
-        if cond is not None and (cond.shape != x.shape or noised.shape != (B, T)):
-            raise ValueError(f"cond must be (B, T, D) = {tuple(x.shape)} and noised (B, T)")
+        if cond is not None and (cond.shape != (B, D) or noised.shape != (B, T)):
+            raise ValueError(f"cond must be (B, D) = {(B, D)} and noised (B, T) = {(B, T)}")
         routing = Routing(gen)
         x_und, x_gen = routing.split(x)
         cos_und, cos_gen = routing.split(cos)
@@ -170,13 +171,18 @@ class MMDiTTransformer(MoTTransformer):
         shared: list[tuple[Tensor, Tensor] | None] = [None, None]
         final: list[Modulation] = [None, None]
         if cond is not None:
-            conds = routing.split(F.silu(cond))  # (K, D) per expert
-            ons = routing.split(noised.to(x.dtype)[..., None, None])  # (K, 1, 1) per expert
-            for e, (name, c, on) in enumerate(zip(EXPERTS, conds, ons, strict=True)):
-                if not bool(on.any()):
+            # Modulation is computed per row and gathered per token; clean tokens gather the
+            # zero row B, so they see exactly none of it.
+            row = torch.arange(B, device=x.device)[:, None].expand(B, T)
+            rows = routing.split(torch.where(noised, row, B))  # (K,) per expert
+            c = F.silu(cond)  # (B, D)
+            for e, (name, r) in enumerate(zip(EXPERTS, rows, strict=True)):
+                if not bool((r < B).any()):
                     continue  # no noised token of this expert: its layers stay the MoT's
-                shared[e] = (self.time_mod[name](c).unflatten(-1, (6, D)), on)
-                final[e] = (self.final_mod[name](c).unflatten(-1, (2, D)) * on).unbind(1)
+                shared[e] = (self.time_mod[name](c).unflatten(-1, (6, D)), r)
+                f = self.final_mod[name](c).unflatten(-1, (2, D))  # (B, 2, D)
+                f = torch.cat([f, f.new_zeros(1, 2, D)]).index_select(0, r)  # (K, 2, D)
+                final[e] = f.unbind(1)
         attn = {"mask": mask, "is_causal": is_causal, "cache": cache}
         for i, layer in enumerate(self.layers):
             x_und, x_gen = layer(x_und, x_gen, rope, routing, tuple(shared), layer=i, **attn)

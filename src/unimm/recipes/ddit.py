@@ -148,8 +148,7 @@ class DDiTModel(TransfusionModel):
         t (B,): that segment's time (flow time of an image, 1 - masked fraction of an answer).
         Full attention among valid tokens."""
         img_rows = (noised & is_image).any(1, keepdim=True)  # (B, 1)
-        emb = torch.where(img_rows, self.time_embed(t), self.text_time_embed(t))  # (B, D)
-        cond = emb[:, None, :].to(x.dtype).expand_as(x)  # (B, T, D); clean tokens ignore it
+        cond = torch.where(img_rows, self.time_embed(t), self.text_time_embed(t))  # (B, D)
         return self.backbone(
             None,
             positions,
