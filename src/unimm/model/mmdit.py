@@ -8,16 +8,17 @@ expert per modality ("und" = text and markers, "gen" = image slots, clean or noi
 call over the whole sequence. This module adds the DiT time conditioning on top:
 
 - A token may be *noised* (a target image's latents at flow time t, or a target answer's slots
-  while they are being unmasked) and then carries a conditioning vector c: the embedding of its
-  modality's time. Its pre-attention and pre-MLP norms become adaLN, h = norm(x) (1 + scale)
-  + shift, and each sub-layer's output is gated by (1 + gate) (DiT arXiv 2212.09748, Sec. 3.2);
-  after the final norm, one more (shift, scale) pair.
+  while they are being unmasked). Each row carries one conditioning vector c, the time
+  embedding of its noised segment (DiT conditions per sample). A noised token's pre-attention
+  and pre-MLP norms become adaLN, h = norm(x) (1 + scale) + shift, and each sub-layer's output
+  is gated by (1 + gate) (DiT arXiv 2212.09748, Sec. 3.2); after the final norm, one more
+  (shift, scale) pair.
 - adaLN-single (PixArt-alpha arXiv 2310.00426, Sec. 2.3): one linear map per expert turns
   SiLU(c) into the six modulation vectors, shared by every layer, and each layer adds its own
-  learned (6, D) table. So the time embedding costs one (D, 6D) matmul per token and forward,
-  not one per layer.
-- Clean tokens (the prompt, a context image) are not modulated at all: their modulation is
-  multiplied by zero, so they pass exactly the MoT's layers whatever the modulation weights.
+  learned (6, D) table. So the time costs one (D, 6D) matmul per row and forward, not one per
+  layer; the per-row vectors are gathered to the tokens (one (K, 6, D) gather per layer).
+- Clean tokens (the prompt, a context image) are not modulated at all: they gather a zero
+  row, so they pass exactly the MoT's layers whatever the modulation weights.
 - Every modulation weight starts at zero with gates of the form (1 + gate), not DiT's
   adaLN-Zero gate: an untrained MM-DiT is then exactly the MoT, which is exactly the dense model
   (the generation expert starts as a copy), and the experts learn their time dependence from
@@ -57,9 +58,11 @@ class MMDiTBlock(MoTBlock):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        # This layer's adaLN-single table per expert, added to the shared modulation.
+        # This layer's adaLN-single table per expert, added to the shared modulation. Stored
+        # flat, (6 D,): it is a set of biases, so the trainer gives it no weight decay and
+        # train.optimizer=muon no orthogonalised (matrix) update.
         self.table = nn.ParameterDict(
-            {e: nn.Parameter(torch.zeros(6, config.dim)) for e in EXPERTS}
+            {e: nn.Parameter(torch.zeros(6 * config.dim)) for e in EXPERTS}
         )
 
     def layer_modulation(self, shared: tuple[Tensor, Tensor] | None, expert: str) -> Modulation:
@@ -68,7 +71,8 @@ class MMDiTBlock(MoTBlock):
         if shared is None:
             return None
         m, rows = shared
-        table = torch.cat([m + self.table[expert], m.new_zeros(1, *m.shape[1:])])  # (B + 1, 6, D)
+        table = m + self.table[expert].view(m.shape[1:])  # (B, 6, D)
+        table = torch.cat([table, m.new_zeros(1, *m.shape[1:])])  # (B + 1, 6, D)
         return table.index_select(0, rows).unbind(1)
 
     def forward(
