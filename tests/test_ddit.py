@@ -387,3 +387,12 @@ def test_pipeline_trains_and_loads_a_ddit_run(tmp_path):
     images = model.generate_images(["a red circle"], n_per_prompt=2)
     assert len(images[0]) == 2 and images[0][0].shape == (64, 64, 3)
     assert isinstance(model.caption([images[0][0]])[0], str)
+
+
+def test_text_guidance_scale_from_the_command_line():
+    from unimm.cli import _parser, _sampling
+
+    args = _parser().parse_args(["chat", "run", "--text-cfg", "2.5", "--text-blocks", "2"])
+    sampling = _sampling(args)
+    assert sampling.text_cfg_scale == 2.5 and sampling.text_blocks == 2
+    assert _sampling(_parser().parse_args(["generate", "run", "x"])).text_cfg_scale is None
