@@ -27,6 +27,7 @@ def make_any(recipe: str):
     """A tiny random model of any registered recipe (continuous ones on 16 pixel patches)."""
     from tests import (
         test_bagel,
+        test_ddit,
         test_diffusion_head,
         test_janus,
         test_janusflow,
@@ -41,6 +42,7 @@ def make_any(recipe: str):
         "janus": test_janus.make_model,
         "metaquery": test_metaquery.make_model,
         "bagel": test_bagel.make_model,
+        "ddit": test_ddit.make_model,
     }
     return own_builder[recipe]() if recipe in own_builder else make(recipe)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests import (
+    test_ddit,
     test_diffusion_head,
     test_discrete_diffusion_recipes,
     test_janus,
@@ -33,6 +34,7 @@ MAKERS = {
     "janus": test_janus.make_model,
     "janusflow": test_janusflow.make_model,
     "mar": test_diffusion_head.make_model,
+    "ddit": test_ddit.make_model,
 }
 
 

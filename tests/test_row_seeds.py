@@ -10,6 +10,7 @@ import torch
 from tests import (
     test_bagel,
     test_chameleon,
+    test_ddit,
     test_diffusion_head,
     test_janus,
     test_janusflow,
@@ -33,6 +34,7 @@ BUILDERS = {
     "janus": test_janus.make_model,
     "metaquery": test_metaquery.make_model,
     "bagel": test_bagel.make_model,
+    "ddit": test_ddit.make_model,
 }
 
 # Temperature 1 so that every sampler draws; guidance on for images, so that samplers that
@@ -47,7 +49,7 @@ SEEDS = [11, 5, 11]  # a repeated seed: each row still has its own generator, an
 # from the same row alone by float rounding (~1e-6), whatever the seeds: these compare within
 # tolerance, and their noise (the part the seeds decide) is compared exactly by
 # `test_continuous_noise_is_per_row_exactly`. Discrete codes and text ids compare exactly.
-CONTINUOUS = {"transfusion", "janusflow", "mar", "metaquery", "bagel"}
+CONTINUOUS = {"transfusion", "janusflow", "mar", "metaquery", "bagel", "ddit"}
 
 
 def record_decoder_input(model):

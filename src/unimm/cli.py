@@ -94,7 +94,14 @@ def _parser() -> argparse.ArgumentParser:
         "--text-blocks",
         type=_positive_int,
         default=None,
-        help="semi-autoregressive blocks of masked-diffusion text (mmada)",
+        help="semi-autoregressive blocks of masked-diffusion text (mmada, ddit)",
+    )
+    e.add_argument(
+        "--text-cfg",
+        type=float,
+        default=None,
+        help="guidance scale of masked-diffusion text on the image (ddit; 1 = off); default: "
+        "the run's ddit.text_cfg_scale",
     )
     e.add_argument(
         "--cfg",
@@ -312,8 +319,15 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_defa
         "--text-blocks",
         type=_positive_int,
         default=None,
-        help="masked-diffusion text (mmada): fill the answer in this many semi-autoregressive "
-        "blocks, left to right; default: the run's diffusion.text_blocks",
+        help="masked-diffusion text (mmada, ddit): fill the answer in this many "
+        "semi-autoregressive blocks, left to right; default: the run's diffusion.text_blocks",
+    )
+    p.add_argument(
+        "--text-cfg",
+        type=float,
+        default=None,
+        help="guidance scale of masked-diffusion text on the image (ddit; 1 = off); default: "
+        "the run's ddit.text_cfg_scale",
     )
 
 
@@ -344,6 +358,7 @@ def _sampling(args: argparse.Namespace):
         cfg_keep_background=not args.standard_cfg,
         steps=args.steps,
         text_blocks=args.text_blocks,
+        text_cfg_scale=args.text_cfg,
     )
 
 
@@ -379,6 +394,7 @@ def _run(args: argparse.Namespace) -> None:
             sampling=SamplingConfig(
                 steps=args.steps,
                 text_blocks=args.text_blocks,
+                text_cfg_scale=args.text_cfg,
                 cfg_scale=args.cfg,
                 cfg_keep_background=not args.standard_cfg,
             ),

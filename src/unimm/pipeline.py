@@ -319,9 +319,13 @@ def evaluate_run(
     def gen(prompts: list[str], n: int, s: int):
         return model.generate_images(prompts, n, s, sampling)
 
-    # Understanding decodes greedily; iterative text samplers (MMaDA) take the steps and blocks.
+    # Understanding decodes greedily; iterative text samplers (MMaDA, D-DiT) take the steps,
+    # blocks and text guidance.
     text_sampling = SamplingConfig(
-        temperature=0.0, steps=sampling.steps, text_blocks=sampling.text_blocks
+        temperature=0.0,
+        steps=sampling.steps,
+        text_blocks=sampling.text_blocks,
+        text_cfg_scale=sampling.text_cfg_scale,
     )
 
     def answer(images: list, questions: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ from unimm.paradigms.flow import FlowConfig
 from unimm.paradigms.masked_diffusion import DiscreteDiffusionConfig
 from unimm.recipes.bagel_config import BagelConfig
 from unimm.recipes.chameleon_config import ChameleonConfig
+from unimm.recipes.ddit_config import DDiTConfig
 from unimm.recipes.janus_config import JanusConfig
 from unimm.recipes.janusflow_config import JanusFlowConfig
 from unimm.recipes.metaquery_config import MetaQueryConfig
@@ -71,6 +72,7 @@ class RunConfig:
     janus: JanusConfig = field(default_factory=JanusConfig)
     metaquery: MetaQueryConfig = field(default_factory=MetaQueryConfig)
     bagel: BagelConfig = field(default_factory=BagelConfig)
+    ddit: DDiTConfig = field(default_factory=DDiTConfig)  # Dual Diffusion's loss weights, text CFG
     # The contrastively trained image encoder of the decoupled recipes (SigLIP's role).
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     semantic_train: SemanticTrainConfig = field(default_factory=SemanticTrainConfig)

@@ -41,6 +41,9 @@ class SamplingConfig:
     # Masked-diffusion text (MMaDA): semi-autoregressive blocks over the answer, filled left to
     # right (LLaDA arXiv 2502.09992); None = the run config's diffusion.text_blocks.
     text_blocks: int | None = None
+    # Masked-diffusion text with guidance on the image (D-DiT): u + s (c - u), u = the prompt
+    # without its images; None = the run config's ddit.text_cfg_scale, 1.0 = off.
+    text_cfg_scale: float | None = None
 
 
 class UnsupportedTask(ValueError):

@@ -7,6 +7,7 @@ from pathlib import Path
 from unimm.recipes.bagel import BagelModel
 from unimm.recipes.base import UnifiedModel
 from unimm.recipes.chameleon import ChameleonModel
+from unimm.recipes.ddit import DDiTModel
 from unimm.recipes.diffusion_head import DiffusionHeadModel
 from unimm.recipes.janus import JanusModel
 from unimm.recipes.janusflow import JanusFlowModel
@@ -26,6 +27,7 @@ RECIPES: dict[str, type[UnifiedModel]] = {
     JanusModel.recipe: JanusModel,
     MetaQueryModel.recipe: MetaQueryModel,
     BagelModel.recipe: BagelModel,
+    DDiTModel.recipe: DDiTModel,
 }
 
 
