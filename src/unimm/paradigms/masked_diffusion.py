@@ -19,6 +19,7 @@ confidence, annealed by (1 - r), so early steps explore; LLaDA commits the most 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -267,3 +268,39 @@ class DiscreteDiffusionConfig:
             )
         if self.image_steps < 1 or self.text_steps < 1:
             raise ValueError("image_steps and text_steps must be >= 1")
+
+
+def unmask_in_blocks(
+    logits_fn: Callable[[Tensor, Tensor], Tensor],
+    shape: tuple[int, int],
+    blocks: int,
+    steps: int,
+    temperature: float,
+    choices: Tensor,
+    generator: Rng,
+    device: torch.device | str,
+) -> Tensor:
+    """Semi-autoregressive masked-diffusion decoding of a (B, L) answer (LLaDA, arXiv
+    2502.09992; MMaDA): L slots in `blocks` equal blocks filled left to right, each over `steps`
+    confidence-ordered unmasking steps. logits_fn(answer, masked) -> (B, L, V) float logits for
+    the current state (masked slots hold anything); `choices` (V,) bool: the ids allowed."""
+    B, L = shape
+    if blocks < 1 or L % blocks:
+        raise ValueError(f"text_blocks ({blocks}) must divide the answer length ({L})")
+    answer = torch.zeros((B, L), dtype=torch.long, device=device)
+    masked = torch.ones((B, L), dtype=torch.bool, device=device)
+    scheduler = MaskedDiffusionScheduler(
+        MaskedDiffusionConfig(
+            steps=steps, schedule="linear", temperature=temperature, confidence_noise=0.0
+        )
+    )
+    width = L // blocks
+    for k in range(blocks):
+        editable = torch.zeros((B, L), dtype=torch.bool, device=device)
+        editable[:, k * width : (k + 1) * width] = True
+        for i in range(steps):
+            logits = logits_fn(answer, masked).masked_fill(~choices, float("-inf"))
+            answer, masked = scheduler.step(
+                logits, answer, masked, i, editable=editable, generator=generator
+            )
+    return answer

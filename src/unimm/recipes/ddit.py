@@ -61,10 +61,9 @@ from unimm.model.masks import full_mask
 from unimm.model.mmdit import MMDiTTransformer
 from unimm.paradigms.flow import TimestepEmbedding, guided_velocity, make_scheduler
 from unimm.paradigms.masked_diffusion import (
-    MaskedDiffusionConfig,
-    MaskedDiffusionScheduler,
     sample_text_mask,
     text_diffusion_loss,
+    unmask_in_blocks,
 )
 from unimm.paradigms.rng import Rng, Seed, make_rng, randn
 from unimm.recipes.base import Modality, SamplingConfig
@@ -358,37 +357,25 @@ class DDiTModel(TransfusionModel):
         ans = slice(lay.P + 1, lay.P + 1 + L)
         noised = torch.zeros_like(lay.is_image)
         noised[:, ans] = True
-        answer = torch.zeros((B, L), dtype=torch.long, device=self.device)
-        masked = torch.ones((B, L), dtype=torch.bool, device=self.device)
-        choices = self.text_choices()
         steps = max(1, (sampling.steps or d.text_steps) // blocks)
-        scheduler = MaskedDiffusionScheduler(
-            MaskedDiffusionConfig(
-                steps=steps,
-                schedule="linear",
-                temperature=sampling.temperature,
-                confidence_noise=0.0,
-            )
-        )
-        width = L // blocks
-        for k in range(blocks):
-            editable = torch.zeros((B, L), dtype=torch.bool, device=self.device)
-            editable[:, k * width : (k + 1) * width] = True
-            for i in range(steps):
-                ids = torch.where(masked, self.mask_id, answer)  # (B, L)
-                t = 1 - masked.float().mean(1)  # (B,)
-                if guided:
-                    ids, t = torch.cat([ids, ids]), torch.cat([t, t])
-                inputs = lay.inputs.clone()
-                inputs[:, ans] = self.backbone.tok_embeddings(ids).to(inputs.dtype)
-                hidden = self.run(inputs, lay.valid, lay.positions, lay.is_image, noised, t)
-                logits = self.backbone.head(hidden[:, ans]).float()  # (R, L, V)
-                if guided:
-                    logits = logits[B:] + scale * (logits[:B] - logits[B:])
-                logits = logits.masked_fill(~choices, float("-inf"))
-                answer, masked = scheduler.step(
-                    logits, answer, masked, i, editable=editable, generator=gen
-                )
+
+        def logits_fn(answer: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+            ids = torch.where(masked, self.mask_id, answer)  # (B, L)
+            t = 1 - masked.float().mean(1)  # (B,)
+            if guided:
+                ids, t = torch.cat([ids, ids]), torch.cat([t, t])
+            inputs = lay.inputs.clone()
+            inputs[:, ans] = self.backbone.tok_embeddings(ids).to(inputs.dtype)
+            hidden = self.run(inputs, lay.valid, lay.positions, lay.is_image, noised, t)
+            logits = self.backbone.head(hidden[:, ans]).float()  # (R, L, V)
+            if guided:
+                logits = logits[B:] + scale * (logits[:B] - logits[B:])
+            return logits
+
+        answer = unmask_in_blocks(
+            logits_fn, (B, L), blocks, steps, sampling.temperature, self.text_choices(), gen,
+            self.device,
+        )  # fmt: skip
         out = []
         for row in answer.tolist():
             row = row[: row.index(tok.eos_id)] if tok.eos_id in row else row

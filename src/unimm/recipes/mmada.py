@@ -26,12 +26,11 @@ from unimm.data.sample import Sample, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenSequence, collate
 from unimm.model.masks import full_mask
 from unimm.paradigms.masked_diffusion import (
-    MaskedDiffusionConfig,
-    MaskedDiffusionScheduler,
     masked_token_loss,
     sample_image_mask,
     sample_text_mask,
     text_diffusion_loss,
+    unmask_in_blocks,
 )
 from unimm.paradigms.rng import Seed, make_rng
 from unimm.recipes.base import Modality, SamplingConfig
@@ -137,29 +136,16 @@ class MMaDAModel(ShowoModel):
         tokens, valid = tokens.to(self.device), valid.to(self.device)
         positions = (valid.cumsum(1) - 1).clamp(min=0)
         mask = self.attention_mask(tokens, ~valid)
-        answer = torch.zeros((B, L), dtype=torch.long, device=self.device)
-        masked = torch.ones((B, L), dtype=torch.bool, device=self.device)
-        choices = self.text_choices()
         steps = max(1, (sampling.steps or d.text_steps) // blocks)
-        scheduler = MaskedDiffusionScheduler(
-            MaskedDiffusionConfig(
-                steps=steps,
-                schedule="linear",
-                temperature=sampling.temperature,
-                confidence_noise=0.0,
-            )
-        )
-        width = L // blocks
-        for k in range(blocks):
-            editable = torch.zeros((B, L), dtype=torch.bool, device=self.device)
-            editable[:, k * width : (k + 1) * width] = True
-            for i in range(steps):
-                tokens[:, P:] = torch.where(masked, self.mask_id, answer)
-                logits = self(tokens, positions, mask)[:, P:, : self.image_offset].float()
-                logits = logits.masked_fill(~choices, float("-inf"))  # (B, L, V_text)
-                answer, masked = scheduler.step(
-                    logits, answer, masked, i, editable=editable, generator=g
-                )
+
+        def logits_fn(answer: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+            tokens[:, P:] = torch.where(masked, self.mask_id, answer)
+            return self(tokens, positions, mask)[:, P:, : self.image_offset].float()
+
+        answer = unmask_in_blocks(
+            logits_fn, (B, L), blocks, steps, sampling.temperature, self.text_choices(), g,
+            self.device,
+        )  # fmt: skip
         out = []
         for row in answer.tolist():
             if self.text_tok.eos_id in row:
