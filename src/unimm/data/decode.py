@@ -35,7 +35,7 @@ class BadRecord(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
-    """What the file held before the policy: for `unimm data check`'s statistics."""
+    """What the file held before the policy (size upright, as EXIF turns it), for statistics."""
 
     width: int
     height: int
@@ -58,8 +58,9 @@ def decode_image(
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             im = PILImage.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         with im:
-            info = ImageInfo(im.width, im.height, im.mode)
-            check_size(info.width, info.height, cfg)
+            check_size(im.width, im.height, cfg)
+            upright = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF turns it a quarter
+            info = ImageInfo(*(im.size[::-1] if upright else im.size), im.mode)
             if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale, still >= the target
                 im.draft(None, (resolution, resolution))
             im = ImageOps.exif_transpose(im)  # a copy, decoded
