@@ -10,6 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 from unimm.data.config import TEXT_COLUMNS, DataConfig
@@ -74,7 +75,7 @@ def imagefolder(
 
         read = read_records(meta, offsets)
         columns = set()
-        for _, raw in zip(range(min(len(offsets), 100)), read(0)):
+        for _, raw in islice(read(0), min(len(offsets), 100)):
             try:
                 columns |= set(parse(raw))
             except (ValueError, UnicodeDecodeError):
