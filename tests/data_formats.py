@@ -15,19 +15,32 @@ from PIL import Image as PILImage
 from tests.image_files import png
 
 
-def save(pixels: np.ndarray, path: Path) -> str:
+def ext(image: np.ndarray | bytes) -> str:
+    """An image is pixels (written as PNG) or a file's bytes (written as they are)."""
+    return "jpg" if isinstance(image, bytes) and image[:2] == b"\xff\xd8" else "png"
+
+
+def save(image: np.ndarray | bytes, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(pixels).save(path)
+    if isinstance(image, bytes):
+        path.write_bytes(image)
+    else:
+        PILImage.fromarray(image).save(path)
     return path.name
 
 
+def encoded(image: np.ndarray | bytes) -> bytes:
+    return image if isinstance(image, bytes) else png(image)
+
+
 def write_imagefolder(folder: Path, pairs, metadata: str = "jsonl", column: str = "text") -> Path:
-    """pairs: (pixels, caption); images under FOLDER/images/."""
+    """pairs: (image, caption); images under FOLDER/images/."""
     folder.mkdir(parents=True)
     rows = []
-    for k, (pixels, text) in enumerate(pairs):
-        save(pixels, folder / "images" / f"{k:04d}.png")
-        rows.append({"file_name": f"images/{k:04d}.png", column: text, "id": k})
+    for k, (image, text) in enumerate(pairs):
+        name = f"images/{k:04d}.{ext(image)}"
+        save(image, folder / name)
+        rows.append({"file_name": name, column: text, "id": k})
     if metadata == "jsonl":
         (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
@@ -52,19 +65,20 @@ def write_llava(path: Path, records, images, jsonl: bool = False) -> Path:
 
 def caption_records(pairs, prompt: str = "<image>") -> tuple[list[dict], dict]:
     records, images = [], {}
-    for k, (pixels, text) in enumerate(pairs):
-        images[f"img/{k:04d}.png"] = pixels
+    for k, (image, text) in enumerate(pairs):
+        name = f"img/{k:04d}.{ext(image)}"
+        images[name] = image
         conv = [{"from": "human", "value": prompt}, {"from": "gpt", "value": text}]
-        records.append({"id": str(k), "image": f"img/{k:04d}.png", "conversations": conv})
+        records.append({"id": str(k), "image": name, "conversations": conv})
     return records, images
 
 
 def write_wds(path: Path, pairs, caption_in: str = "txt") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with wds.TarWriter(str(path)) as w:
-        for k, (pixels, text) in enumerate(pairs):
+        for k, (image, text) in enumerate(pairs):
             caption = text if caption_in == "txt" else json.dumps({"caption": text})
-            w.write({"__key__": f"{k:06d}", "png": png(pixels), caption_in: caption})
+            w.write({"__key__": f"{k:06d}", ext(image): encoded(image), caption_in: caption})
     return path
 
 
@@ -72,8 +86,8 @@ def write_export(folder: Path, pairs) -> Path:
     """unimm's own format (what `unimm world --out` writes), as text-to-image samples."""
     folder.mkdir(parents=True)
     with (folder / "samples.jsonl").open("w") as f:
-        for k, (pixels, text) in enumerate(pairs):
-            name = save(pixels, folder / "images" / f"{k:08d}_1.png")
+        for k, (image, text) in enumerate(pairs):
+            name = save(image, folder / "images" / f"{k:08d}_1.{ext(image)}")
             segments = [{"text": text}, {"image": f"images/{name}"}]
             f.write(json.dumps({"task": "t2i", "segments": segments, "targets": [1]}) + "\n")
     return folder
