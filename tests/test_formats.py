@@ -20,6 +20,7 @@ from tests.image_files import BAD_KINDS, png
 from tests.test_readers import streams_agree
 from unimm.data.config import DataConfig
 from unimm.data.readers import BadSamples, build_source, open_records
+from unimm.data.records import within
 from unimm.data.sample import Image, Text
 
 CAPTIONS = ["a red kite", 'a "quoted", comma caption', "two\nlines", "café au lait", "fin"]
@@ -215,3 +216,12 @@ def test_new_formats_are_pure_functions_of_the_index_with_bad_rows(tmp_path):
     records[2]["conversations"] = []
     path = write_llava(tmp_path / "l" / "x.json", records, images)
     streams_agree(build_source({f"llava={path}": 1.0}, 0, 32, BadSamples()), 12)
+
+
+def test_samples_too_long_for_the_model_are_skipped_purely(tmp_path):
+    entry = f"wds={write_wds(tmp_path / 's.tar', pairs_of())}"
+    bad = BadSamples()
+    src = within(build_source({entry: 1.0}, 0, 32, bad), lambda s: len(as_pair(s)[1]), 9, bad)
+    streams_agree(src, 12)  # captions over 9 characters are dropped: slots filled by the next
+    assert {as_pair(s)[1] for s in islice(src(0), 10)} == {"two\nlines", "fin"}
+    assert set(bad) == {"too long for model.max_seq_len"}

@@ -61,9 +61,14 @@ def test_a_run_on_an_imagefolder_never_touches_the_world(tmp_path, no_world, cap
         next(world_samples("train", 0))
     with pytest.raises(AssertionError, match="world was used"):
         render_batch(random.Random(0), 1, 64)
-    folder = write_imagefolder(tmp_path / "pets", pairs_of(12), "csv", "caption")
+    pairs = pairs_of(12)
+    pairs[1] = (pairs[1][0], "a caption far too long for the model " * 40)
+    folder = write_imagefolder(tmp_path / "pets", pairs, "csv", "caption")
     run = tmp_path / "run"
     train_run(run, "tiny", [*FAST, f"train.data=folder={folder}"], progress=False)
+    # A sample longer than model.max_seq_len is skipped and counted, not a crash.
+    bad = json.loads((run / "bad_samples_rank0.json").read_text())
+    assert bad == {"too long for model.max_seq_len": 2}  # 16 samples: read in both epochs
     record = trained_on(run)
     assert not record["mixes_world"] and record["in_words"].startswith("your data")
     parts = record["parts"]

@@ -26,6 +26,9 @@ from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, read_json, write_js
 from unimm.data import streams
 from unimm.data.images import to_tensor
 from unimm.data.readers import BadSamples, Source, build_source
+from unimm.data.records import within
+from unimm.data.sample import Image, Sample
+from unimm.data.sequence import build_sequence
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
 from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer, load_semantic_encoder
@@ -203,6 +206,9 @@ def train_run(
             on_saved(step)
 
     source = data.source(image.config.resolution)
+    if not data.world:  # world samples fit by construction; the user's may not
+        tokens = image.grid[0] * image.grid[1]
+        source = within(source, _sequence_length(text, tokens), cfg.model.max_seq_len, bad)
     t0 = time.perf_counter()
     rows = train_model(
         model,
@@ -227,6 +233,17 @@ def train_run(
         for msg in ["what each part trained on:", *trained_on.lines()]:
             _log(msg)
     return model
+
+
+def _sequence_length(text: TextTokenizer, image_tokens: int) -> Callable[[Sample], int]:
+    """A sample's length in the shared layout (unimm.data.sequence), each image image_tokens
+    long; recipes that lay an image out twice (bagel) can still go over."""
+
+    def length(sample: Sample) -> int:
+        codes = [[0] * image_tokens for s in sample.segments if isinstance(s, Image)]
+        return len(build_sequence(sample, text, codes).ids)
+
+    return length
 
 
 def _resolution(cfg: RunConfig) -> int:
@@ -282,10 +299,14 @@ def finetune_run(
     cfg = parts.config.train
     bad = BadSamples()
     _log(f"data: {streams.describe(cfg.data)}")
+    source = RunData(parts.config, bad).source(model.image_resolution)
+    if not streams.world_only(cfg.data):
+        length = _sequence_length(parts.text, parts.image.grid[0] * parts.image.grid[1])
+        source = within(source, length, parts.config.model.max_seq_len, bad)
     train_model(
         model,
         cfg,
-        RunData(parts.config, bad).source(model.image_resolution),
+        source,
         out,
         progress=progress,
         on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),

@@ -5,6 +5,7 @@ into a source that is a pure function of the index (unimm.data.readers explains 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import Counter
@@ -160,3 +161,23 @@ def pair_sample(text: str, pixels: np.ndarray, i: int, seed: int, tasks: dict | 
     if task == "caption":
         return Sample([Image(pixels), Text(text)], (1,), "caption")
     return Sample([Text(text), Image(pixels)], (1,), "t2i")
+
+
+def within(
+    source: Source, length: Callable[[Sample], int], max_len: int, bad: BadSamples
+) -> Source:
+    """`source` without the samples longer than max_len tokens (counted as "too long for
+    model.max_seq_len"): a long caption of the user's would otherwise stop the run. Sample i
+    is the first short enough one at or after i, so the source stays a pure function of the
+    index (the slot filling above)."""
+
+    def check(i: int, sample: object) -> Sample:
+        if length(sample) > max_len:
+            raise BadRecord("too long for model.max_seq_len")
+        return sample
+
+    def read(start: int) -> Iterator[Sample]:
+        stream = ((i, s) for i, s in zip(itertools.count(start), source(start), strict=False))
+        return fill_bad_slots(stream, check, bad, 100_000, "train.data")
+
+    return read
