@@ -132,3 +132,12 @@ def test_finetune_reads_train_data(tmp_path, tiny_run, no_world):
     finetune_run(tiny_run, tmp_path / "ft", ["train.steps=1", f"train.data=folder={folder}"],
                  progress=False)  # fmt: skip
     assert (tmp_path / "ft" / "checkpoint").is_dir()
+
+
+def test_semantic_codes_align_with_the_data_captions(tmp_path, no_world):
+    folder = write_imagefolder(tmp_path / "f", pairs_of(8, 64), "jsonl")
+    run = tmp_path / "run"
+    overrides = [*FAST, "vq_train.align_weight=0.01", f"train.data=folder={folder}"]
+    train_run(run, "tiny", overrides, progress=False)
+    vq = json.loads((run / "image_tokenizer" / "metrics.json").read_text())
+    assert vq["data"] == "given" and np.isfinite(vq["final_align_loss"])

@@ -13,22 +13,18 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, read_json, write_json
 from unimm.data import streams
 from unimm.data.images import to_tensor
-from unimm.data.readers import BadSamples, Source, build_source
+from unimm.data.readers import BadSamples
 from unimm.data.records import within
-from unimm.data.sample import Image, Sample
-from unimm.data.sequence import build_sequence
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
 from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer, load_semantic_encoder
@@ -39,6 +35,7 @@ from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
 from unimm.train.provenance import TrainedOn
+from unimm.train.run_data import RunData, sequence_length
 from unimm.train.semantic_trainer import train_semantic
 from unimm.train.tokenizer_trainer import train_vq
 from unimm.train.trainer import train_model
@@ -50,35 +47,6 @@ IMAGE_TOKENIZER_DIR = "image_tokenizer"
 def world_texts(n: int, seed: int) -> list[str]:
     """Text of n training samples of every world task (the corpus of a run on the world)."""
     return streams.texts({"world": 1.0}, n, seed, resolution=64)
-
-
-class RunData:
-    """The run's `train.data` as each trainer takes it: None for the world alone (each trainer
-    then renders its own tuned world stream), else streams from the same build_source the
-    model reads, so no part trains on the world unless train.data says so."""
-
-    def __init__(self, cfg: RunConfig, bad: BadSamples):
-        self.cfg, self.bad = cfg, bad
-        self.world = streams.world_only(cfg.train.data)
-
-    def source(self, resolution: int, tasks: dict[str, float] | None = None) -> Source:
-        t = self.cfg.train
-        return build_source(t.data, t.seed, resolution, self.bad, tasks or t.tasks, self.cfg.data)
-
-    def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:
-        """(training stream, 256 of its images to measure reconstruction on) or (None, None)."""
-        if self.world:
-            return None, None
-        return streams.images(self.source(resolution)), self._eval_images(resolution)
-
-    def _eval_images(self, resolution: int) -> np.ndarray:
-        return streams.take(streams.images(self.source(resolution)), 256)
-
-    def pairs(self, resolution: int) -> tuple[Iterator | None, list | None]:
-        if self.world:
-            return None, None
-        pairs = streams.captioned_images(self.source(resolution))
-        return pairs, list(islice(streams.captioned_images(self.source(resolution)), 200))
 
 
 def train_run(
@@ -208,7 +176,7 @@ def train_run(
     source = data.source(image.config.resolution)
     if not data.world:  # world samples fit by construction; the user's may not
         tokens = image.grid[0] * image.grid[1]
-        source = within(source, _sequence_length(text, tokens), cfg.model.max_seq_len, bad)
+        source = within(source, sequence_length(text, tokens), cfg.model.max_seq_len, bad)
     t0 = time.perf_counter()
     rows = train_model(
         model,
@@ -233,17 +201,6 @@ def train_run(
         for msg in ["what each part trained on:", *trained_on.lines()]:
             _log(msg)
     return model
-
-
-def _sequence_length(text: TextTokenizer, image_tokens: int) -> Callable[[Sample], int]:
-    """A sample's length in the shared layout (unimm.data.sequence), each image image_tokens
-    long; recipes that lay an image out twice (bagel) can still go over."""
-
-    def length(sample: Sample) -> int:
-        codes = [[0] * image_tokens for s in sample.segments if isinstance(s, Image)]
-        return len(build_sequence(sample, text, codes).ids)
-
-    return length
 
 
 def _resolution(cfg: RunConfig) -> int:
@@ -301,7 +258,7 @@ def finetune_run(
     _log(f"data: {streams.describe(cfg.data)}")
     source = RunData(parts.config, bad).source(model.image_resolution)
     if not streams.world_only(cfg.data):
-        length = _sequence_length(parts.text, parts.image.grid[0] * parts.image.grid[1])
+        length = sequence_length(parts.text, parts.image.grid[0] * parts.image.grid[1])
         source = within(source, length, parts.config.model.max_seq_len, bad)
     train_model(
         model,
@@ -329,7 +286,7 @@ def _vq_tokenizer(
     _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
     if cfg.vq_train.align_weight > 0:  # semantic codes learn from captions too
         images, pairs = data.pairs(cfg.vq.resolution)
-        eval_images = None if pairs is None else data._eval_images(cfg.vq.resolution)
+        eval_images = None if pairs is None else data.eval_images(cfg.vq.resolution)
     else:
         images, eval_images = data.images(cfg.vq.resolution)
     train_vq(
