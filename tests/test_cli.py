@@ -24,6 +24,8 @@ def run(capsys, *argv):
         "train",
         "eval",
         "eval-spread",
+        "eval-data",
+        "data",
         "generate",
         "chat",
         "inpaint",

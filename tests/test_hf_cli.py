@@ -88,7 +88,7 @@ def test_import_chameleon_and_finetune(tmp_path, capsys):
     code, _, err = run(
         capsys, "finetune", "--init", tmp_path / "ck", "--out", tmp_path / "x", "model.dim=8"
     )
-    assert code == 2 and "only takes train.* and model.max_seq_len overrides" in err
+    assert code == 2 and "only takes train.*, data.* and model.max_seq_len overrides" in err
 
 
 def test_from_pretrained_accepts_an_hf_folder(tmp_path, capsys):

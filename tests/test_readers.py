@@ -100,12 +100,19 @@ def test_records_of_the_wrong_shape_are_bad_samples_not_crashes(tmp_path):
     assert sum(bad.values()) == 5, bad
 
 
-def test_wrong_resolution_is_a_bad_sample(folder):
+def test_another_resolution_is_resized_not_skipped(folder):
+    """Images of a size other than the model's follow data.resize (unimm.data.decode); a square
+    image is simply scaled, whatever the policy."""
     bad = BadSamples()
-    with pytest.raises(ValueError, match="every sample .* is bad"):
-        next(jsonl_folder(folder, 32, bad)(0))
-    # Four wrong-sized images; the other two lines were already broken before their size counts.
-    assert bad == {"wrong size": 4, "unreadable image": 1, "JSON": 1}
+    got = list(islice(jsonl_folder(folder, 32, bad)(0), 6))
+    world = list(islice(world_samples("train", 0), 6))
+    assert [s.meta["index"] for s in got] == [0, 2, 2, 5, 5, 5]
+    for g in got:
+        for a, b in zip(g.segments, world[g.meta["index"]].segments, strict=True):
+            if isinstance(a, Image):
+                small = PILImage.fromarray(b.pixels).resize((32, 32), PILImage.Resampling.BICUBIC)
+                assert np.array_equal(a.pixels, np.asarray(small))
+    assert bad == {"unreadable image": 1, "missing text": 1, "JSON": 1}  # as at 64 px
 
 
 def test_webdataset_shard_with_a_broken_image(tmp_path):
@@ -114,7 +121,7 @@ def test_webdataset_shard_with_a_broken_image(tmp_path):
     with wds.TarWriter(str(tmp_path / "shard-0.tar")) as w:
         w.write({"__key__": "a", "png": png(images[0]), "txt": "a red circle"})
         w.write({"__key__": "b", "png": b"\x89PNG broken", "txt": "a blue square"})
-        w.write({"__key__": "c", "png": png(images[2][:32, :32]), "txt": "too small"})
+        w.write({"__key__": "c", "png": png(images[2][:4, :40]), "txt": "too small"})
         w.write({"__key__": "d", "png": png(images[3]), "txt": "a green triangle"})
     bad = BadSamples()
     got = list(islice(webdataset_shards(str(tmp_path / "shard-0.tar"), 64, bad)(0), 5))
@@ -122,7 +129,7 @@ def test_webdataset_shard_with_a_broken_image(tmp_path):
     # b and c are bad: their slots hold d, the next good pair; then it wraps to the start.
     assert texts == ["a red circle"] + ["a green triangle"] * 3 + ["a red circle"]
     assert np.array_equal(got[1].segments[1].pixels, images[3])
-    assert bad == {"unreadable image": 1, "wrong size": 1}
+    assert bad == {"unreadable image": 1, "too small": 1}
 
 
 def test_missing_and_truncated_shards_are_counted_not_fatal(tmp_path):

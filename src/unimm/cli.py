@@ -131,6 +131,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the tokenizer ceiling and the object/background image-token loss",
     )
+    ed = sub.add_parser(
+        "eval-data",
+        help="score a run on held-out samples of your own data",
+        description="Reads the first -n samples of SOURCE (a train.data entry, e.g. "
+        "folder=/data/pets_val) and reports the image tokenizer's reconstruction (PSNR, SSIM), "
+        "caption and VQA exact match and token F1, and for generated images PSNR / SSIM to the "
+        "real one and a nearest-training-image memorisation check; writes OUT/user_data.json.",
+    )
+    ed.add_argument("checkpoint", help="checkpoint directory (or a run directory holding one)")
+    ed.add_argument("source", help="held-out data: folder=PATH, wds=SHARDS, llava=FILE, ...")
+    ed.add_argument("-n", type=_positive_int, default=200, help="samples to score")
+    ed.add_argument("--pool", type=_positive_int, default=1000, help="training images to search")
+    ed.add_argument("--out", help="where to write user_data.json (default: the run directory)")
+    ed.add_argument("--seed", type=int, default=0)
     es = sub.add_parser(
         "eval-spread",
         help="mean ± std of the headline metrics over runs that differ in train.seed",
@@ -235,8 +249,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--split", choices=["train", "eval"], default="train")
     w.add_argument("--seed", type=int, default=0)
 
+    from unimm.data.check import add_parser as add_data_parser
     from unimm.interop.commands import add_interop_parsers
 
+    add_data_parser(sub)
     add_interop_parsers(sub)
     pl = sub.add_parser(
         "plot",
@@ -489,10 +505,22 @@ def _run(args: argparse.Namespace) -> None:
 
         export_world(args.out, args.num_samples, args.split, args.seed)
         print(f"wrote {args.num_samples} samples to {args.out}")
+    elif args.command == "data":
+        from unimm.data.check import run
+
+        run(args)
     elif args.command in ("import", "export", "finetune"):
         from unimm.interop.commands import run_interop
 
         run_interop(args)
+    elif args.command == "eval-data":
+        from unimm.evaluate.user_data import evaluate_user_data, format_results
+
+        model, run_dir = pipeline.load_checkpoint(args.checkpoint)
+        out = Path(args.out) if args.out else run_dir
+        r = evaluate_user_data(model, args.source, args.n, args.pool, args.seed, out=out)
+        print(format_results(r))
+        print(f"report: {out / 'user_data.json'}")
     elif args.command == "eval-spread":
         from unimm.evaluate.spread import spread_md
 

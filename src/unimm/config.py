@@ -85,9 +85,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         items = [_coerce(item, v, key) for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict:
+        _, vt = typing.get_args(tp) or (str, Any)
+        if vt in (int, float):
+            value = _weights(value, key)
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        _, vt = typing.get_args(tp) or (str, Any)
         return {str(k): _coerce(vt, v, key) for k, v in value.items()}
     if tp is Any:
         return value
@@ -108,6 +110,24 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
+
+
+def _weights(value: Any, key: str) -> Any:
+    """A weight map given by names alone: `a` means {a: 1} (`train.data=folder=/data/x`), and
+    a list mixes both forms (`a,b:0.5` -> {a: 1, b: 0.5})."""
+    if isinstance(value, str):
+        return {value: 1}
+    if not isinstance(value, list | tuple):
+        return value
+    out: dict = {}
+    for item in value:
+        if isinstance(item, str):
+            out[item] = 1
+        elif isinstance(item, dict):
+            out.update(item)
+        else:
+            raise ConfigError(f"{key} takes name or name:weight items, got {item!r}")
+    return out
 
 
 def _parse_cli_value(text: str) -> Any:

@@ -16,14 +16,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 import torch
 
 from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, read_json, write_json
+from unimm.data import streams
 from unimm.data.images import to_tensor
-from unimm.data.sample import Image, Text
+from unimm.data.readers import BadSamples
+from unimm.data.records import within
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
 from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer, load_semantic_encoder
@@ -33,22 +34,19 @@ from unimm.tokenizers.semantic import SemanticEncoder
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAETokenizer
 from unimm.tokenizers.vq import VQTokenizer
+from unimm.train.provenance import TrainedOn
+from unimm.train.run_data import RunData, sequence_length
 from unimm.train.semantic_trainer import train_semantic
 from unimm.train.tokenizer_trainer import train_vq
 from unimm.train.trainer import train_model
 from unimm.train.vae_trainer import train_vae
-from unimm.world.tasks import world_samples
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
 
 
 def world_texts(n: int, seed: int) -> list[str]:
-    """Text of n training samples of every task: the corpus the text tokenizer learns from."""
-    tasks = {"t2i": 1.0, "caption": 1.0, "vqa": 1.0, "edit": 1.0}
-    texts = []
-    for sample in islice(world_samples("train", seed, tasks), n):
-        texts += [s.text for s in sample.segments if isinstance(s, Text)]
-    return texts
+    """Text of n training samples of every world task (the corpus of a run on the world)."""
+    return streams.texts({"world": 1.0}, n, seed, resolution=64)
 
 
 def train_run(
@@ -81,19 +79,34 @@ def train_run(
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(torch.get_num_threads())
     timings: dict[str, float] = {}
+    bad = BadSamples()
+    data = RunData(cfg, bad)
+    trained_on = TrainedOn(cfg.train.data)
+    say = _log if d.is_main else lambda msg: None
+    for msg in trained_on.lines():
+        say(msg)
 
     t0 = time.perf_counter()
     init = recipe_class(cfg.recipe).init_checkpoint(cfg)
     if init is not None:  # the model starts from a trained one: keep its tokenizers
         text = TextTokenizer.load(init)
         image_tokenizer = image_tokenizer or init / IMAGE_TOKENIZER_DIR
+        trained_on.add("text tokenizer", f"the one of {init}")
     else:
-        text = TextTokenizer.train(world_texts(20_000, cfg.train.seed), cfg.text_vocab_size)
+        corpus = streams.texts(
+            cfg.train.data, 20_000, cfg.train.seed, _resolution(cfg), cfg.data, bad
+        )
+        text = TextTokenizer.train(corpus, cfg.text_vocab_size)
     timings["text_tokenizer_s"] = time.perf_counter() - t0
+    if init is None:
+        say(
+            trained_on.add("text tokenizer", texts=len(corpus), seconds=timings["text_tokenizer_s"])
+        )
 
     t0 = time.perf_counter()
     kind = recipe_class(cfg.recipe).image_tokenizer_kind
     prepare = _vq_tokenizer if kind == "vq" else partial(_continuous_tokenizer, kind)
+    prepare = partial(prepare, data=data)
     tok_dir = out / IMAGE_TOKENIZER_DIR
     if image_tokenizer is None and resume and tok_dir.is_dir():
         image_tokenizer = tok_dir
@@ -107,6 +120,7 @@ def train_run(
     n_image_ids = image.codebook_size if kind == "vq" else 0  # continuous tokens are vectors
     image.eval().requires_grad_(False)
     timings["image_tokenizer_s"] = time.perf_counter() - t0
+    say(_image_tokenizer_line(trained_on, image_tokenizer, tok_dir, timings["image_tokenizer_s"]))
 
     semantic = None
     if recipe_class(cfg.recipe).uses_semantic_encoder:
@@ -120,7 +134,8 @@ def train_run(
         elif semantic_encoder is None:
             _log(f"training the semantic encoder for {cfg.semantic_train.seconds:.0f} s")
             st = cfg.semantic_train
-            train_semantic(
+            pairs, eval_pairs = data.pairs(cfg.semantic.resolution)
+            m = train_semantic(
                 cfg.semantic,
                 sem_dir,
                 seconds=st.seconds,
@@ -128,9 +143,13 @@ def train_run(
                 lr=st.lr,
                 seed=cfg.train.seed,
                 progress=progress,
+                pairs=pairs,
+                eval_pairs=eval_pairs,
             )
             barrier(d)
             semantic_encoder = sem_dir
+            n_pairs = m["steps"] * st.batch_size
+            say(trained_on.add("semantic encoder", steps=m["steps"], pairs=n_pairs))
         # An HF SigLIP / CLIP folder is pooled to the image tokenizer's grid; the run config's
         # `semantic` section then describes nothing (it is unimm's own encoder's).
         semantic = load_semantic_encoder(semantic_encoder, grid=image.grid)
@@ -138,6 +157,9 @@ def train_run(
         if isinstance(semantic, SemanticEncoder):
             cfg = replace(cfg, semantic=semantic.config)
         timings["semantic_encoder_s"] = time.perf_counter() - t0
+        if "semantic encoder" not in trained_on.parts:
+            trained_on.add("semantic encoder", f"given: {semantic_encoder}")
+        trained_on.parts["semantic encoder"]["seconds"] = timings["semantic_encoder_s"]
 
     # The backbone's vocabulary is the text vocabulary followed by any image codebook.
     model_cfg = replace(cfg.model, vocab_size=text.vocab_size + n_image_ids)
@@ -151,14 +173,12 @@ def train_run(
         if on_saved is not None:
             on_saved(step)
 
-    from unimm.data.readers import BadSamples, build_source
-
-    bad = BadSamples()
-    source = build_source(
-        cfg.train.data, cfg.train.seed, image.config.resolution, bad, cfg.train.tasks
-    )
+    source = data.source(image.config.resolution)
+    if not data.world:  # world samples fit by construction; the user's may not
+        tokens = image.grid[0] * image.grid[1]
+        source = within(source, sequence_length(text, tokens), cfg.model.max_seq_len, bad)
     t0 = time.perf_counter()
-    train_model(
+    rows = train_model(
         model,
         cfg.train,
         source,
@@ -168,12 +188,40 @@ def train_run(
         resume=resume,
     )
     timings["model_s"] = time.perf_counter() - t0
-    if set(cfg.train.data) != {"world"}:
+    step = rows[-1]["step"] if rows else 0
+    trained_on.add(
+        "model", steps=step, samples=step * cfg.train.batch_size, seconds=timings["model_s"]
+    )
+    if not data.world:
         _log(f"data (rank {d.rank}): {bad.report()}")
         write_json(out / f"bad_samples_rank{d.rank}.json", dict(bad))
     if d.is_main:
         write_json(out / "timings.json", timings)
+        trained_on.save(out)
+        for msg in ["what each part trained on:", *trained_on.lines()]:
+            _log(msg)
     return model
+
+
+def _resolution(cfg: RunConfig) -> int:
+    """The image resolution of the run's image tokenizer, before it exists."""
+    if recipe_class(cfg.recipe).image_tokenizer_kind == "vq":
+        return cfg.vq.resolution
+    return cfg.vae.resolution if cfg.continuous_tokenizer == "vae" else cfg.patches.resolution
+
+
+def _image_tokenizer_line(trained_on: TrainedOn, given, tok_dir: Path, seconds: float) -> str:
+    """Record the image tokenizer's training from its metrics.json (or that it was given)."""
+    metrics_path = tok_dir / "metrics.json"
+    if given is not None and Path(given).resolve() != tok_dir.resolve():
+        return trained_on.add("image tokenizer", f"given: {given}", seconds=seconds)
+    if given is not None or not metrics_path.is_file():  # resumed, or pixel patches
+        m = read_json(metrics_path) if metrics_path.is_file() else {}
+        facts = {"steps": m["steps"]} if "steps" in m else {}
+        return trained_on.add("image tokenizer", **facts, seconds=seconds)
+    m = read_json(metrics_path)
+    n = m.get("images", m["steps"] * m.get("batch_size", 16))
+    return trained_on.add("image tokenizer", steps=m["steps"], images=n, seconds=seconds)
 
 
 def finetune_run(
@@ -183,15 +231,20 @@ def finetune_run(
     progress: bool = True,
 ) -> UnifiedModel:
     """Continue training `checkpoint` (any recipe, e.g. one imported from Hugging Face weights)
-    on the scene world; only train.* settings may change, the architecture is the checkpoint's,
-    and model.max_seq_len: positions are rotary (computed, not learned), so a longer context
-    changes no weight (e.g. for edit and interleaved samples, longer than t2i ones)."""
+    on train.data (default: the scene world); only train.* and data.* settings may change, and
+    model.max_seq_len (the architecture is the checkpoint's): positions are rotary (computed,
+    not learned), so a longer context changes no weight (e.g. for edit and interleaved samples,
+    longer than t2i ones)."""
     from unimm.config import ConfigError, apply_overrides
     from unimm.model.transformer import Transformer
 
-    bad = [o for o in overrides or [] if not o.startswith(("train.", "model.max_seq_len="))]
-    if bad:
-        raise ConfigError(f"finetune only takes train.* and model.max_seq_len overrides, got {bad}")
+    wrong = [
+        o for o in overrides or [] if not o.startswith(("train.", "data.", "model.max_seq_len="))
+    ]
+    if wrong:
+        raise ConfigError(
+            f"finetune only takes train.*, data.* and model.max_seq_len overrides, got {wrong}"
+        )
     model, _ = load_checkpoint(checkpoint)
     parts = model.parts
     parts.config = apply_overrides(parts.config, overrides or [])
@@ -201,24 +254,41 @@ def finetune_run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = parts.config.train
+    bad = BadSamples()
+    _log(f"data: {streams.describe(cfg.data)}")
+    source = RunData(parts.config, bad).source(model.image_resolution)
+    if not streams.world_only(cfg.data):
+        length = sequence_length(parts.text, parts.image.grid[0] * parts.image.grid[1])
+        source = within(source, length, parts.config.model.max_seq_len, bad)
     train_model(
         model,
         cfg,
-        world_samples("train", cfg.seed, cfg.tasks),
+        source,
         out,
         progress=progress,
         on_save=lambda step: model.save_pretrained(out / CHECKPOINT_DIR),
     )
+    if not streams.world_only(cfg.data):
+        _log(f"data: {bad.report()}")
     return model
 
 
 def _vq_tokenizer(
-    cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+    cfg: RunConfig,
+    out: Path,
+    image_tokenizer: str | Path | None,
+    progress: bool,
+    data: RunData,
 ) -> tuple[VQTokenizer, RunConfig]:
     if image_tokenizer is not None:
         image = VQTokenizer.from_pretrained(image_tokenizer)
         return image, replace(cfg, vq=image.config)
     _log(f"training the image tokenizer for {cfg.vq_train.seconds:.0f} s")
+    if cfg.vq_train.align_weight > 0:  # semantic codes learn from captions too
+        images, pairs = data.pairs(cfg.vq.resolution)
+        eval_images = None if pairs is None else data.eval_images(cfg.vq.resolution)
+    else:
+        images, eval_images = data.images(cfg.vq.resolution)
     train_vq(
         cfg.vq,
         out / IMAGE_TOKENIZER_DIR,
@@ -228,12 +298,19 @@ def _vq_tokenizer(
         seed=cfg.train.seed,
         progress=progress,
         align_weight=cfg.vq_train.align_weight,
+        images=images,
+        eval_images=eval_images,
     )
     return VQTokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR), cfg
 
 
 def _continuous_tokenizer(
-    kind: str, cfg: RunConfig, out: Path, image_tokenizer: str | Path | None, progress: bool
+    kind: str,
+    cfg: RunConfig,
+    out: Path,
+    image_tokenizer: str | Path | None,
+    progress: bool,
+    data: RunData,
 ) -> tuple[PixelPatches | VAETokenizer, RunConfig]:
     """Raw pixel patches (normalised on 256 training images) or a KL-VAE (trained here unless
     one is given: unimm's own or a diffusers AutoencoderKL folder); the run directory gets a
@@ -249,6 +326,7 @@ def _continuous_tokenizer(
             )
     elif cfg.continuous_tokenizer == "vae":
         _log(f"training the VAE for {cfg.vq_train.seconds:.0f} s")
+        images, eval_images = data.images(cfg.vae.resolution)
         train_vae(
             cfg.vae,
             out / IMAGE_TOKENIZER_DIR,
@@ -257,12 +335,13 @@ def _continuous_tokenizer(
             lr=cfg.vq_train.lr,
             seed=cfg.train.seed,
             progress=progress,
+            images=images,
+            eval_images=eval_images,
         )
         image = VAETokenizer.from_pretrained(out / IMAGE_TOKENIZER_DIR)
-    else:
-        samples = islice(world_samples("train", cfg.train.seed, {"t2i": 1.0}), 256)
-        pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-        image = PixelPatches(cfg.patches).fit(to_tensor(pixels))
+    else:  # normalised on 256 images of train.data (the world's t2i images by default)
+        source = data.source(cfg.patches.resolution, {"t2i": 1.0})
+        image = PixelPatches(cfg.patches).fit(to_tensor(streams.take(streams.images(source), 256)))
     target = out / IMAGE_TOKENIZER_DIR
     if image_tokenizer is None or Path(image_tokenizer).resolve() != target.resolve():
         image.save_pretrained(target)  # the run directory keeps its own copy

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from unimm.config import ConfigError, apply_overrides
+from unimm.data.config import DataConfig
 from unimm.model.config import MODEL_PRESETS, ModelConfig
 from unimm.paradigms.diffusion_head import HeadConfig
 from unimm.paradigms.flow import FlowConfig
@@ -58,6 +59,8 @@ class RunConfig:
     vq: VQConfig
     vq_train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # How train.data's images (any size and mode) and captions become samples: data.resize etc.
+    data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiscreteDiffusionConfig = field(default_factory=DiscreteDiffusionConfig)
     # Continuous recipes (Transfusion): which continuous image tokens ("pixels": raw patches,
     # "vae": latents of a KL-VAE trained for vq_train.seconds), their configs, the flow settings.

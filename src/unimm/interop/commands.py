@@ -47,12 +47,13 @@ def add_interop_parsers(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser(
         "finetune",
-        help="continue training a checkpoint (e.g. one made by `unimm import`) on the world",
-        description="Loads the --init checkpoint, trains it on the scene world with its stored "
-        "train.* settings (overridable), and writes OUT/checkpoint.",
+        help="continue training a checkpoint (e.g. one made by `unimm import`) on train.data",
+        description="Loads the --init checkpoint, trains it on train.data (default: the scene "
+        "world) with its stored train.* settings (overridable), and writes OUT/checkpoint.",
         epilog=(
-            "Only train.* keys and model.max_seq_len (positions are rotary, so a longer "
-            "context changes no weight) may be overridden, e.g. train.steps=200 train.lr=3e-4."
+            "Only train.*, data.* keys and model.max_seq_len (positions are rotary, so a longer "
+            "context changes no weight) may be overridden, e.g. train.steps=200 train.lr=3e-4 "
+            "train.data=folder=/data/pets."
         ),
     )
     f.add_argument("--init", required=True, help="checkpoint to start from")

@@ -45,7 +45,8 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive non-finite losses before training aborts
     tensorboard: bool = False
     # Training data (unimm.data.readers.build_source): source -> weight, sources being world,
-    # folder=PATH and wds=SHARDS; CLI: train.data=world:0.5,folder=/data/export:0.5
+    # folder=PATH (format detected), imagefolder=, llava=, unimm=PATH and wds=SHARDS; CLI:
+    # train.data=world:0.5,folder=/data/export:0.5, or one source alone (weight 1)
     data: dict[str, float] = field(default_factory=lambda: {"world": 1.0})
 
     def __post_init__(self) -> None:

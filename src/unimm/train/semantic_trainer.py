@@ -17,7 +17,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +132,26 @@ def evaluate_retrieval(
     text_to_image likewise. Two scenes can share a caption ("a red circle"), so a retrieved
     caption with the same text counts as right. chance = 1 / pool.
     """
-    was_training = encoder.training
-    encoder.eval()
     rng = random.Random(f"semantic-eval-{seed}-{heldout}")  # disjoint from training's stream
-    hits_i2t = hits_t2i = total = 0
+    pools, total = [], 0
     while total < n:
         k = min(pool, n - total)
-        images, texts = caption_batch(rng, k, encoder.config.resolution, heldout)
+        pools.append(caption_batch(rng, k, encoder.config.resolution, heldout))
+        total += k
+    return retrieval_in_pools(encoder, pools, pool)
+
+
+@torch.no_grad()
+def retrieval_in_pools(
+    encoder: SemanticEncoder, pools: list[tuple[torch.Tensor, list[str]]], pool: int = 100
+) -> dict:
+    """image_to_text / text_to_image hit rates over pools of (images, their captions), each
+    of at most `pool` (chance = 1 / pool)."""
+    was_training = encoder.training
+    encoder.eval()
+    hits_i2t = hits_t2i = total = 0
+    for images, texts in pools:
+        k = len(texts)
         sim = encoder.embed_images(images) @ encoder.embed_texts(texts).T  # (k, k)
         same = torch.tensor([[a == b for b in texts] for a in texts])
         hits_i2t += int(same[torch.arange(k), sim.argmax(1)].sum())
@@ -154,6 +167,15 @@ def evaluate_retrieval(
     }
 
 
+def given_pools(pairs: list[tuple[np.ndarray, str]], pool: int = 100) -> list:
+    """(image, caption) pairs -> retrieval pools of `pool` (the last one may be smaller)."""
+    return [
+        (to_tensor(np.stack([im for im, _ in pairs[i : i + pool]])),
+         [t for _, t in pairs[i : i + pool]])
+        for i in range(0, len(pairs), pool)
+    ]  # fmt: skip
+
+
 def train_semantic(
     config: SemanticConfig,
     out_dir: str | Path,
@@ -166,11 +188,17 @@ def train_semantic(
     progress: bool = True,
     eval_n: int = 500,
     shape_views: float = 0.0,
+    pairs: Iterator[tuple[np.ndarray, str]] | None = None,
+    eval_pairs: list[tuple[np.ndarray, str]] | None = None,
 ) -> dict:
     """Train on streamed (render, caption) pairs for `seconds` or `steps` (whichever is spent
     first; warmup 10 %, then cosine), save to out_dir with metrics.json, return the metrics.
     Large batches matter for contrastive losses (more negatives per positive). shape_views:
-    see `caption_batch`."""
+    see `caption_batch`.
+
+    pairs: train on this stream of ((R, R, 3) uint8 image, text) instead (the run's
+    `train.data`, unimm.data.streams.captioned_images); the world's retrieval and shape probe
+    then judge nothing: metrics hold retrieval on `eval_pairs` (if any) in pools of 100."""
     if not 0.0 <= shape_views < 1.0:
         raise ValueError(f"shape_views is a share of each batch in [0, 1), got {shape_views}")
     if seconds is None and steps is None:
@@ -186,7 +214,15 @@ def train_semantic(
             unit="step" if seconds is None else "s",
             desc="semantic encoder",
         )
-    before = evaluate_retrieval(encoder, n=200)
+    if pairs is not None and shape_views > 0:
+        raise ValueError("shape_views are world renders: not with given pairs")
+
+    def retrieval(n: int) -> dict | None:
+        if pairs is None:
+            return evaluate_retrieval(encoder, n=n)
+        return retrieval_in_pools(encoder, given_pools(eval_pairs[:n])) if eval_pairs else None
+
+    before = retrieval(200)
     trained, first_loss, last_loss = 0.0, None, None
     for step in itertools.count():
         frac = max(trained / seconds if seconds else 0.0, step / steps if steps else 0.0)
@@ -195,7 +231,12 @@ def train_semantic(
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(frac, lr, 0.1)
-        images, texts = caption_batch(rng, batch_size, config.resolution, shape_views=shape_views)
+        if pairs is None:
+            res = config.resolution
+            images, texts = caption_batch(rng, batch_size, res, shape_views=shape_views)
+        else:
+            batch = [next(pairs) for _ in range(batch_size)]
+            images, texts = to_tensor(np.stack([im for im, _ in batch])), [t for _, t in batch]
         loss = encoder.contrastive_loss(images, texts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,12 +251,17 @@ def train_semantic(
     if bar is not None:
         bar.close()
     encoder.eval()
-    metrics = {
-        "retrieval": evaluate_retrieval(encoder, n=eval_n),
-        # scenes holding a colour-shape pair no training image had (shared/WORLD.md)
-        "retrieval_heldout": evaluate_retrieval(encoder, n=eval_n, heldout="only"),
+    if pairs is None:
+        metrics = {
+            "retrieval": evaluate_retrieval(encoder, n=eval_n),
+            # scenes holding a colour-shape pair no training image had (shared/WORLD.md)
+            "retrieval_heldout": evaluate_retrieval(encoder, n=eval_n, heldout="only"),
+            "shape_probe": evaluate_shape_probe(encoder),
+        }
+    else:
+        metrics = {"data": "given", "pairs": step * batch_size, "retrieval": retrieval(eval_n)}
+    metrics |= {
         "retrieval_untrained": before,
-        "shape_probe": evaluate_shape_probe(encoder),
         "shape_views": shape_views,
         "steps": step,
         "seconds": trained,

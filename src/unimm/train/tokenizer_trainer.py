@@ -25,7 +25,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -122,6 +122,44 @@ def evaluate_vq(
     }
 
 
+@torch.no_grad()
+def evaluate_vq_images(tok: VQTokenizer, images: np.ndarray, batch_size: int = 100) -> dict:
+    """PSNR and codebook usage / perplexity on given (N, R, R, 3) uint8 images (user data)."""
+    was_training = tok.training
+    tok.eval()
+    counts = torch.zeros(tok.codebook_size, dtype=torch.long)
+    mse_sum = 0.0
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i : i + batch_size])
+        codes = tok.encode(x)
+        counts += torch.bincount(codes.flatten(), minlength=tok.codebook_size)
+        mse_sum += F.mse_loss(tok.decode(codes), x, reduction="none").mean((1, 2, 3)).sum().item()
+    tok.train(was_training)
+    p = counts.float() / counts.sum()
+    nz = p[p > 0]
+    return {
+        "psnr": psnr(mse_sum / len(images)),
+        "codebook_usage": float((counts > 0).float().mean()),
+        "perplexity": float(torch.exp(-(nz * nz.log()).sum())),
+        "n": len(images),
+    }
+
+
+def psnr(mse: float) -> float:
+    """Images live in [-1, 1]: peak-to-peak 2, so PSNR = 10 log10(4 / MSE)."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def given_batch(images: Iterator, n: int, with_texts: bool) -> tuple[torch.Tensor, list | None]:
+    """The next n items of a given image stream -> ((n, 3, R, R) in [-1, 1], captions or None)."""
+    items = [next(images) for _ in range(n)]
+    if not with_texts:
+        return to_tensor(np.stack(items)), None
+    if not all(isinstance(it, tuple) for it in items):
+        raise ValueError("align_weight > 0 on given images needs (image, caption) pairs")
+    return to_tensor(np.stack([im for im, _ in items])), [t for _, t in items]
+
+
 # -- training -----------------------------------------------------------------------------------
 def _lr_at(progress: float, lr: float, warmup: float = 0.03) -> float:
     """Linear warmup then cosine decay to 10 %, on the fraction of the budget spent."""
@@ -191,8 +229,15 @@ def train_vq(
     warmup: float = 0.1,
     align_weight: float = 0.0,
     align: AlignConfig | None = None,
+    images: Iterator | None = None,
+    eval_images: np.ndarray | None = None,
 ) -> dict:
     """Train a VQTokenizer on streamed world renders for `seconds` of wall clock or `steps`.
+
+    images: train on this stream instead (the run's `train.data`, unimm.data.streams): (R, R, 3)
+    uint8 arrays, or (array, caption) pairs when align_weight > 0. The world's detector then
+    judges nothing: metrics are the reconstruction PSNR and codebook use on `eval_images`
+    ((N, R, R, 3) uint8; none: no evaluation) and `"data": "given"`.
 
     The learning-rate schedule (linear warmup over the first `warmup` fraction of the budget,
     then cosine to 10 %) runs on whichever budget is spent first. Training scenes hold 1 to
@@ -221,6 +266,8 @@ def train_vq(
         raise ValueError(f"ink_weight must be >= 0, got {ink_weight}")
     if align_weight < 0:
         raise ValueError(f"align_weight must be >= 0, got {align_weight}")
+    if curve_every is not None and images is not None and eval_images is None:
+        raise ValueError("a curve on given images needs eval_images")
     torch.manual_seed(seed)
     rng = random.Random(f"vq-train-{seed}")
     tok = VQTokenizer(config)
@@ -257,8 +304,11 @@ def train_vq(
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(frac, lr, warmup)
-        x, scenes = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
-        texts = [caption(s, caption_rng) for s in scenes] if aligner is not None else None
+        if images is None:
+            x, scenes = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
+            texts = [caption(s, caption_rng) for s in scenes] if aligner is not None else None
+        else:
+            x, texts = given_batch(images, batch_size, aligner is not None)
         losses = vq_loss(tok, x, ink_weight, bf16, aligner, texts, align_weight)
         loss = losses["loss"]
         opt.zero_grad(set_to_none=True)
@@ -294,7 +344,11 @@ def train_vq(
             log({**entry, "lr": lr_now})
         if next_curve is not None and trained >= next_curve:
             judged = avg if avg is not None else tok
-            point = {"seconds": round(trained, 1), "steps": step, **evaluate_vq(judged, n=curve_n)}
+            if images is None:
+                judgement = evaluate_vq(judged, n=curve_n)
+            else:  # given images: judged on eval_images (train_vq checks there are some)
+                judgement = evaluate_vq_images(judged, eval_images[:curve_n])
+            point = {"seconds": round(trained, 1), "steps": step, **judgement}
             curve.append(point)
             if log is not None:
                 log(point)
@@ -304,12 +358,19 @@ def train_vq(
     tok = avg if avg is not None else tok.eval()
     if aligner is not None:
         aligner = avg_aligner if avg_aligner is not None else aligner.eval()
-    held = evaluate_vq(tok, n=eval_n, heldout="only")
-    metrics = {
-        **evaluate_vq(tok, n=eval_n),
-        # scenes with a colour-shape pair the tokenizer never saw (shared/WORLD.md)
-        "heldout_redetect_rate": held["redetect_rate"],
-        "heldout_psnr": held["psnr"],
+    if images is None:
+        held = evaluate_vq(tok, n=eval_n, heldout="only")
+        metrics = {
+            **evaluate_vq(tok, n=eval_n),
+            # scenes with a colour-shape pair the tokenizer never saw (shared/WORLD.md)
+            "heldout_redetect_rate": held["redetect_rate"],
+            "heldout_psnr": held["psnr"],
+        }
+    else:
+        metrics = {"data": "given", "images": step * batch_size}
+        if eval_images is not None:
+            metrics |= evaluate_vq_images(tok, eval_images)
+    metrics |= {
         "steps": step,
         "seconds": trained,
         "first_loss": first_loss,
@@ -323,8 +384,9 @@ def train_vq(
         "align_weight": align_weight,
         "config": {**asdict(config), "fsq_levels": list(config.fsq_levels)},
     }
-    if aligner is not None:
+    if aligner is not None and images is None:
         metrics |= _retrieval_metrics(QuantisedEmbedder(tok, aligner), eval_n)
+    if aligner is not None:
         metrics |= {"first_align_loss": first_align, "final_align_loss": last_align}
         metrics["align"] = asdict(aligner.config)
     if curve:

@@ -15,14 +15,18 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unimm.data.images import to_tensor
+from unimm.data.streams import take
 from unimm.tokenizers.vae import VAE_PRESETS, VAEConfig, VAETokenizer
-from unimm.train.tokenizer_trainer import _lr_at, _world, render_batch, same_verdict
+from unimm.train.tokenizer_trainer import _lr_at, _world, psnr, render_batch, same_verdict
 
 
 @torch.no_grad()
@@ -56,6 +60,20 @@ def evaluate_vae(
     }
 
 
+@torch.no_grad()
+def evaluate_vae_images(tok: VAETokenizer, images: np.ndarray, batch_size: int = 100) -> dict:
+    """PSNR on given (N, R, R, 3) uint8 images (user data)."""
+    was_training = tok.training
+    tok.eval()
+    mse_sum = 0.0
+    for i in range(0, len(images), batch_size):
+        x = to_tensor(images[i : i + batch_size])
+        recon = tok.decode(tok.encode(x))
+        mse_sum += F.mse_loss(recon, x, reduction="none").mean((1, 2, 3)).sum().item()
+    tok.train(was_training)
+    return {"psnr": psnr(mse_sum / len(images)), "n": len(images)}
+
+
 def train_vae(
     config: VAEConfig,
     out_dir: str | Path,
@@ -69,10 +87,15 @@ def train_vae(
     max_objects: int = 8,
     eval_n: int = 500,
     progress: bool = True,
+    images: Iterator[np.ndarray] | None = None,
+    eval_images: np.ndarray | None = None,
 ) -> dict:
     """Train on streamed renders for `seconds` or `steps` (the VQ trainer's best schedule:
     batch 16, warmup 10 %, cosine to 10 %), fit the latent scale on 512 images, evaluate, save
-    to out_dir with metrics.json; returns the metrics."""
+    to out_dir with metrics.json; returns the metrics.
+
+    images: train (and fit the latent scale) on this stream of (R, R, 3) uint8 arrays instead
+    (the run's `train.data`); metrics are then the PSNR on `eval_images` (if any)."""
     if seconds is None and steps is None:
         raise ValueError("train_vae needs a budget: seconds=..., steps=..., or both")
     torch.manual_seed(seed)
@@ -88,7 +111,10 @@ def train_vae(
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = _lr_at(frac, lr, warmup)
-        x, _ = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
+        if images is None:
+            x, _ = render_batch(rng, batch_size, config.resolution, max_objects=max_objects)
+        else:
+            x = to_tensor(take(images, batch_size))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             recon, kl = tok(x, gen)
         rec_loss = F.mse_loss(recon.float(), x)
@@ -103,13 +129,23 @@ def train_vae(
         if progress and step % 100 == 0:
             print(f"vae step {step} {trained:.0f}s mse {rec:.4f} kl {kl.item():.3f}", flush=True)
     tok.eval()
-    fit_images, _ = render_batch(random.Random(f"vae-fit-{seed}"), 512, config.resolution)
+    if images is None:
+        fit_images, _ = render_batch(random.Random(f"vae-fit-{seed}"), 512, config.resolution)
+    else:
+        fit_images = to_tensor(take(images, 512))
     tok.fit(fit_images)
-    held = evaluate_vae(tok, n=eval_n, heldout="only")
-    metrics = {
-        **evaluate_vae(tok, n=eval_n),
-        "heldout_redetect_rate": held["redetect_rate"],
-        "heldout_psnr": held["psnr"],
+    if images is None:
+        held = evaluate_vae(tok, n=eval_n, heldout="only")
+        metrics = {
+            **evaluate_vae(tok, n=eval_n),
+            "heldout_redetect_rate": held["redetect_rate"],
+            "heldout_psnr": held["psnr"],
+        }
+    else:
+        metrics = {"data": "given", "images": step * batch_size}
+        if eval_images is not None:
+            metrics |= evaluate_vae_images(tok, eval_images)
+    metrics |= {
         "steps": step,
         "seconds": trained,
         "final_mse": rec,
