@@ -243,24 +243,22 @@ class ChameleonModel(UnifiedModel):
     # ----- training -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_images(self, images: list[np.ndarray]) -> list[list[int]]:
-        """uint8 images -> vocabulary ids of their codes (raster order)."""
+    def encode_images(self, images: list[np.ndarray], observe: bool = False) -> list[list[int]]:
+        """uint8 images -> vocabulary ids of their codes (raster order); observe=True also
+        feeds their patches to the code prototypes."""
         if not images:
             return []
-        codes = self.image_tok.encode(to_tensor(images, self.device))  # (N, h, w)
-        return self.codes_to_ids(codes.flatten(1)).tolist()
+        pixels = to_tensor(images, self.device)
+        codes = self.image_tok.encode(pixels).flatten(1)  # (N, h*w)
+        if observe:
+            self.code_prototypes.observe(pixels, codes)
+        return self.codes_to_ids(codes).tolist()
 
     def image_ids(self, samples: list[Sample]) -> list[list[int]]:
         """The ids filling each image's slots, images in order across the batch: its codes.
         In training, the codes' prototypes also take in these images' patches."""
         images = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-        if not (self.prototypes and self.training and images):
-            return self.encode_images(images)
-        with torch.no_grad():
-            pixels = to_tensor(images, self.device)
-            codes = self.image_tok.encode(pixels).flatten(1)  # (N, h*w)
-            self.code_prototypes.observe(pixels, codes)
-        return self.codes_to_ids(codes).tolist()
+        return self.encode_images(images, observe=self.prototypes and self.training)
 
     def build(self, samples: list[Sample], rng: random.Random | None = None) -> list[TokenSequence]:
         codes = self.image_ids(samples)
