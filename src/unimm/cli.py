@@ -127,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         help="Interleaved-scene episodes per split (default 100 if trained on them, else 0)",
     )
     e.add_argument(
+        "--ema",
+        action="store_true",
+        help="evaluate the moving average of the weights (runs trained with train.ema_decay > 0); "
+        "the report goes to RUN/ema unless --out says otherwise",
+    )
+    e.add_argument(
         "--no-diagnostics",
         action="store_true",
         help="skip the tokenizer ceiling and the object/background image-token loss",
@@ -161,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("prompt", help='e.g. "a red circle left of a blue square"')
     g.add_argument("-n", "--num-images", type=_positive_int, default=4)
     g.add_argument("--out", default="generated", help="output folder (default %(default)s)")
+    g.add_argument("--ema", action="store_true", help="sample from the run's averaged weights")
     _sampling_args(g, cfg_default=5.0)
 
     c = sub.add_parser(
@@ -397,8 +404,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "eval":
         from unimm.recipes.base import SamplingConfig
 
-        model, run_dir = pipeline.load_checkpoint(args.checkpoint)
-        out = Path(args.out) if args.out else run_dir
+        model, run_dir = pipeline.load_checkpoint(args.checkpoint, ema=args.ema)
+        out = Path(args.out) if args.out else run_dir / "ema" if args.ema else run_dir
         metrics = pipeline.evaluate_run(
             model,
             out,
@@ -424,7 +431,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "generate":
         from unimm.data.images import save_image
 
-        model, _ = pipeline.load_checkpoint(args.checkpoint)
+        model, _ = pipeline.load_checkpoint(args.checkpoint, ema=args.ema)
         images = model.generate_images([args.prompt], args.num_images, args.seed, _sampling(args))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, read_json, write_json
+from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, load_tensors, read_json, write_json
 from unimm.data import streams
 from unimm.data.images import to_tensor
 from unimm.data.readers import BadSamples
@@ -38,7 +38,7 @@ from unimm.train.provenance import TrainedOn
 from unimm.train.run_data import RunData, sequence_length
 from unimm.train.semantic_trainer import train_semantic
 from unimm.train.tokenizer_trainer import train_vq
-from unimm.train.trainer import train_model
+from unimm.train.trainer import EMA_FILE, train_model
 from unimm.train.vae_trainer import train_vae
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
@@ -352,12 +352,35 @@ def _continuous_tokenizer(
     return image, cfg  # a diffusers VAE (interop.hf_vae): its config lives in its own folder
 
 
-def load_checkpoint(path: str | Path) -> tuple[UnifiedModel, Path]:
-    """Accept a checkpoint directory or a run directory that holds one; returns (model, run dir)."""
+def load_checkpoint(path: str | Path, ema: bool = False) -> tuple[UnifiedModel, Path]:
+    """Accept a checkpoint directory or a run directory that holds one; returns (model, run dir).
+    ema: replace the trained weights by their moving average (RUN/ema.safetensors, kept when
+    the run trained with train.ema_decay > 0)."""
     path = checkpoint_dir(path)
     model = load_model(path)
     run_dir = path.parent if path.name == CHECKPOINT_DIR else path
+    if ema:
+        load_ema_weights(model, run_dir / EMA_FILE)
     return model, run_dir
+
+
+def load_ema_weights(model: UnifiedModel, path: Path) -> None:
+    """Copy the EMA of the trainable weights into `model`; every tensor must name one of the
+    model's own with the same shape, so a file from another run is refused, not half-applied."""
+    if not path.is_file():
+        raise ValueError(
+            f"{path} not found: this run kept no moving average of its weights (train with "
+            "train.ema_decay > 0, e.g. 0.99)"
+        )
+    averaged = load_tensors(path)
+    own = model.state_dict()
+    wrong = [k for k, v in averaged.items() if k not in own or own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(
+            f"{path} does not match this checkpoint's model ({len(wrong)} tensors differ, e.g. "
+            f"{wrong[0]!r})"
+        )
+    model.load_state_dict(averaged, strict=False)
 
 
 def evaluate_run(

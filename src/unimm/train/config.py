@@ -24,6 +24,11 @@ class TrainConfig:
     # "muon": the backbone's hidden weight matrices step by Muon, the rest by AdamW
     # (unimm.train.muon); same lr and schedule. Single-process or DDP (Muon needs whole matrices).
     optimizer: Literal["adamw", "muon"] = "adamw"
+    # Learning rate of the embedding tables (nn.Embedding: token ids, image codes, positions)
+    # relative to train.lr. A row learns only on the steps its token appears in, so at short
+    # budgets rare codes stay near their random start (modded-nanogpt trains embeddings at a far
+    # higher rate than the hidden matrices). docs/LOG.md, "Quality per CPU-minute".
+    embed_lr_scale: float = 1.0
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16"] = "bf16"  # bf16: autocast on the training device's type
     # auto: cuda:LOCAL_RANK when torch.cuda.is_available(), else cpu (train/distributed.py)
@@ -56,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"train.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.grad_accum <= 0 or self.keep_checkpoints <= 0 or self.max_nonfinite <= 0:
             raise ValueError("train.grad_accum, keep_checkpoints and max_nonfinite must be > 0")
+        if self.embed_lr_scale <= 0:
+            raise ValueError(f"train.embed_lr_scale must be > 0, got {self.embed_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.optimizer not in ("adamw", "muon"):

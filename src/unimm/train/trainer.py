@@ -33,6 +33,7 @@ from unimm.train.muon import MuonAdamW
 from unimm.train.schedule import lr_at
 
 LOG_FILE = "train_log.jsonl"
+EMA_FILE = "ema.safetensors"  # the run's moving average of its weights (train.ema_decay > 0)
 STATE_FILE = "trainer_state.json"
 SampleSource = Iterator[Sample] | Callable[[int], Iterator[Sample]]
 
@@ -43,29 +44,49 @@ def peak_rss_mb() -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or MuonAdamW over the trainable parameters. Each group carries an "lr_scale" that
+    the schedule multiplies in (embedding tables: train.embed_lr_scale, the rest 1)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    embed = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     # Weight decay on matrices only; norms' gains and biases are left alone (GPT-2 habit).
     decay = [p for _, p in named if p.ndim >= 2]
     rest = [p for _, p in named if p.ndim < 2]
-    if cfg.optimizer == "adamw":
-        groups = [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
     # Muon takes the hidden matrices of the transformer blocks; embeddings, output heads and
     # the recipes' own adapters stay on AdamW (arXiv 2502.16982).
-    hidden = {id(p) for n, p in named if p.ndim == 2 and ".layers." in f".{n}"}
+    hidden = set()
+    if cfg.optimizer == "muon":
+        hidden = {id(p) for n, p in named if p.ndim == 2 and ".layers." in f".{n}"}
     groups = [
         {
             "params": [p for p in decay if id(p) in hidden],
             "weight_decay": cfg.weight_decay,
             "use_muon": True,
+            "lr_scale": 1.0,
         },
-        {"params": [p for p in decay if id(p) not in hidden], "weight_decay": cfg.weight_decay},
-        {"params": rest, "weight_decay": 0.0},
+        {
+            "params": [p for p in decay if id(p) in embed and id(p) not in hidden],
+            "weight_decay": cfg.weight_decay,
+            "lr_scale": cfg.embed_lr_scale,
+        },
+        {
+            "params": [p for p in decay if id(p) not in embed and id(p) not in hidden],
+            "weight_decay": cfg.weight_decay,
+            "lr_scale": 1.0,
+        },
+        {"params": rest, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adamw":
+        for g in groups:
+            g.pop("use_muon", None)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
     return MuonAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's learning rate, times each group's lr_scale (see make_optimizer)."""
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def micro_batch_size(cfg: TrainConfig, world_size: int) -> int:
@@ -198,8 +219,7 @@ def train_model(
         if cfg.max_seconds:
             progress_step = max(progress_step, cfg.steps * elapsed / cfg.max_seconds)
         lr = lr_at(progress_step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
 
         # The data position is explicit: step s reads global samples [(s-1)B, sB); micro-batch
         # m of rank r is a fixed slice of it, and its generator depends only on that slice.
@@ -284,7 +304,7 @@ def train_model(
             },
         )
     if ema is not None and d.is_main:
-        save_tensors(ema.state_dict(), out_dir / "ema.safetensors")
+        save_tensors(ema.state_dict(), out_dir / EMA_FILE)
     if on_save:
         _gather_into_plain_tensors(step_module, model)
         if d.is_main:
