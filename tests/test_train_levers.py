@@ -109,3 +109,22 @@ def test_generate_from_the_averaged_weights(ema_run, tmp_path):
         main(["generate", str(ema_run), "a red circle", "-n", "1", "--ema", "--out", str(out)]) == 0
     )
     assert len(list(out.glob("*.png"))) == 1
+
+
+def test_vqa_questions_is_checked():
+    assert TrainConfig(vqa_questions=5).vqa_questions == 5
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="vqa_questions"):
+            TrainConfig(vqa_questions=bad)
+
+
+def test_the_run_config_reaches_the_world_stream():
+    from itertools import islice
+
+    from unimm.data.readers import BadSamples
+    from unimm.presets import get_run_config
+    from unimm.train.run_data import RunData
+
+    cfg = get_run_config("tiny", ["train.vqa_questions=4", "train.tasks=vqa:1"])
+    samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 20))
+    assert max(len(s.targets) for s in samples) == 4

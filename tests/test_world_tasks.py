@@ -89,3 +89,25 @@ def test_export_world(tmp_path):
             assert "text" in seg or (out / seg["image"]).is_file()
     with pytest.raises(ValueError, match="exists"):
         export_world(tmp_path / "w", 2, "train", 3, progress=False)
+
+
+def test_several_questions_per_vqa_image():
+    from unimm.world.qa import answer_question
+
+    one = list(islice(world_samples("train", 3, {"vqa": 1.0}), 50))
+    many = list(islice(world_samples("train", 3, {"vqa": 1.0}, vqa_questions=3), 300))
+    lengths = set()
+    for s in many:
+        turns = s.segments[1:]
+        assert isinstance(s.segments[0], Image) and len(turns) % 2 == 0
+        assert s.targets == tuple(range(2, len(s.segments), 2))  # every answer, no question
+        lengths.add(len(turns) // 2)
+        qtypes = s.meta["qtypes"]
+        assert len(set(qtypes)) == len(qtypes)  # one question per type
+        for q, a in zip(turns[::2], turns[1::2], strict=True):
+            assert answer_question(q.text, s.meta["scene"]) == a.text
+            assert not any(h in q.text or h in a.text for h in HELDOUT_TEXT)
+    assert max(lengths) == 3 and min(lengths) >= 1
+    # the default stream is the one-question stream, draw for draw
+    default = list(islice(world_samples("train", 3, {"vqa": 1.0}, vqa_questions=1), 50))
+    assert [s.segments[1].text for s in one] == [s.segments[1].text for s in default]

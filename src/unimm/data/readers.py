@@ -276,6 +276,7 @@ def build_source(
     bad: BadSamples,
     tasks: dict[str, float] | None = None,
     data: DataConfig | None = None,
+    vqa_questions: int = 1,
 ) -> Source:
     """`train.data` -> one source. spec maps `world` or a file source (see open_records) to a
     mixture weight; on the command line
@@ -288,7 +289,9 @@ def build_source(
         if not isinstance(weight, int | float) or weight < 0:
             raise ValueError(f"train.data weight of {entry!r} must be a number >= 0, got {weight}")
         if entry == "world":
-            src = lambda start: world_samples("train", seed, tasks, start=start)  # noqa: E731
+            src = lambda start: world_samples(  # noqa: E731
+                "train", seed, tasks, start=start, vqa_questions=vqa_questions
+            )
         else:
             src = open_records(entry, resolution, bad, data, seed, tasks).source(bad)
         sources[entry] = (src, float(weight))

@@ -35,6 +35,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     tasks: dict[str, float] = field(default_factory=_default_tasks)
+    # Questions asked about each VQA image of the built-in world, as the turns of one
+    # conversation (one per question type, at most 5). An answer is 2 of a VQA sample's ~80
+    # tokens, so k questions give about k times the answer gradient for little more compute.
+    vqa_questions: int = 1
     cfg_dropout: float = 0.1  # drop the text condition of image targets (classifier-free guidance)
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
@@ -61,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"train.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.grad_accum <= 0 or self.keep_checkpoints <= 0 or self.max_nonfinite <= 0:
             raise ValueError("train.grad_accum, keep_checkpoints and max_nonfinite must be > 0")
+        if not 1 <= self.vqa_questions <= 5:
+            raise ValueError(f"train.vqa_questions must be 1 to 5, got {self.vqa_questions}")
         if self.embed_lr_scale <= 0:
             raise ValueError(f"train.embed_lr_scale must be > 0, got {self.embed_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:

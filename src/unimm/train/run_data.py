@@ -29,7 +29,9 @@ class RunData:
 
     def source(self, resolution: int, tasks: dict[str, float] | None = None) -> Source:
         t = self.cfg.train
-        return build_source(t.data, t.seed, resolution, self.bad, tasks or t.tasks, self.cfg.data)
+        return build_source(
+            t.data, t.seed, resolution, self.bad, tasks or t.tasks, self.cfg.data, t.vqa_questions
+        )
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:
         """(training stream, 256 of its images to measure reconstruction on) or (None, None)."""

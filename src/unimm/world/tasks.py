@@ -52,8 +52,11 @@ def make_sample(
     heldout: HeldoutMode = "exclude",
     min_objects: int = 1,
     max_objects: int = 4,
+    vqa_questions: int = 1,
 ) -> Sample:
-    """One sample of `task` from a fresh random scene."""
+    """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
+    questions about a VQA image (one per question type, in random order) as the turns of one
+    conversation: every answer is a target, for one image's worth of compute."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
@@ -63,6 +66,15 @@ def make_sample(
         return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
     if task == "caption":
         return Sample([image, Text(canonical_caption(scene))], (1,), task, {"scene": scene})
+    if task == "vqa" and vqa_questions > 1:
+        qs = questions(scene, rng, avoid_heldout=avoid)[:vqa_questions]
+        if not qs:
+            raise ValueError(f"no question for scene {scene}")
+        segments: list = [image]
+        for qa in qs:
+            segments += [Text(qa.question), Text(qa.answer)]
+        meta = {"scene": scene, "qtype": qs[0].qtype, "qtypes": [qa.qtype for qa in qs]}
+        return Sample(segments, tuple(range(2, 2 * len(qs) + 1, 2)), task, meta)
     if task == "vqa":
         qa = _pick_question(scene, rng, heldout)
         meta = {"scene": scene, "qtype": qa.qtype}
@@ -100,11 +112,13 @@ def world_samples(
     min_objects: int = 1,
     max_objects: int = 4,
     start: int = 0,
+    vqa_questions: int = 1,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
+    vqa_questions: questions per VQA image (make_sample).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -126,6 +140,8 @@ def world_samples(
     for i in count(start):
         rng = sample_rng(split, seed, i)
         task = rng.choices(names, probs)[0]
-        sample = make_sample(task, rng, resolution, heldout, min_objects, max_objects)
+        sample = make_sample(
+            task, rng, resolution, heldout, min_objects, max_objects, vqa_questions
+        )
         sample.meta["index"] = i
         yield sample
