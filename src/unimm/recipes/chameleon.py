@@ -54,6 +54,7 @@ class ChameleonModel(UnifiedModel):
     def __init__(self, parts: Parts):
         super().__init__()
         self.parts = parts  # a plain container: tokenizers and config are not trained here
+        self.copy_source = self.uses_copy_source(parts)
         self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
@@ -70,6 +71,9 @@ class ChameleonModel(UnifiedModel):
             dim = parts.config.model.dim
             self.image_row = nn.Parameter(torch.randn(h, dim) * 0.02)
             self.image_col = nn.Parameter(torch.randn(w, dim) * 0.02)
+        if self.copy_source:
+            self.copy_embed = nn.Embedding(parts.image.codebook_size, parts.config.model.dim)
+            nn.init.zeros_(self.copy_embed.weight)  # starts as the plain model
         self.prototypes = self.uses_code_prototypes(parts)
         if self.prototypes:
             self.code_prototypes = CodePrototypes(
@@ -90,6 +94,16 @@ class ChameleonModel(UnifiedModel):
         if c.code_prototypes and c.code_ids != "after_text":
             raise ValueError("chameleon.code_prototypes needs chameleon.code_ids='after_text'")
         return c.code_prototypes
+
+    @classmethod
+    def uses_copy_source(cls, parts: Parts) -> bool:
+        """chameleon.copy_source, for this recipe's own vocabulary layout only."""
+        c = parts.config.chameleon
+        if c.copy_source and (cls.recipe != "chameleon" or c.code_ids != "after_text"):
+            raise ValueError(
+                "chameleon.copy_source is for the chameleon recipe with code_ids='after_text'"
+            )
+        return c.copy_source
 
     @classmethod
     def uses_image_pos_embed(cls, parts: Parts) -> bool:
@@ -163,8 +177,11 @@ class ChameleonModel(UnifiedModel):
         return_hidden: bool = False,
     ) -> torch.Tensor:
         """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
+        copied = self.copied_source(tokens, cache) if self.copy_source else None
         if not self.pos2d:
             x = self.token_embeddings(tokens)
+            if copied is not None:
+                x = x + copied
             return self._run_backbone(x, positions, mask, cache, return_hidden)
         seen = None
         if cache is not None and cache.length > 0:
@@ -179,7 +196,46 @@ class ChameleonModel(UnifiedModel):
         pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
         x = self.token_embeddings(tokens)
         x = x + pos2d * is_image[..., None].to(x.dtype)
+        if copied is not None:
+            x = x + copied
         return self._run_backbone(x, positions, mask, cache, return_hidden)
+
+    def copied_source(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """(B, T, D): at each position whose next token is an image code (an image's <boi> and
+        its codes but the last), the copy embedding of the code that the previous image has
+        at that next cell; zero elsewhere (chameleon.copy_source).
+
+        Image tokens are counted across the sequence (and across cached chunks): the k-th image
+        token overall is cell k % n of image k // n, n codes per image, so the next code's
+        source is image token (k // n - 1) * n + k % n, always one already seen."""
+        n = self.image_tokens
+        is_image = self.image_slots(tokens)
+        seen = None
+        if cache is not None and cache.length > 0:
+            seen = cache.state["copy_seen"]
+        before = seen if seen is not None else torch.zeros_like(tokens[:, 0])
+        upto = is_image.long().cumsum(1) + before[:, None]  # image tokens so far, inclusive
+        # Every image code seen so far, by its running index (across chunks via the cache).
+        # Column `width` is a sink for the positions that are not image codes.
+        width = int(upto.max()) if cache is None else cache.k.shape[3]
+        if seen is not None:
+            table = cache.state["copy_codes"].clone()
+        else:
+            table = torch.zeros(tokens.shape[0], width + 1, dtype=torch.long, device=tokens.device)
+        index = torch.where(is_image, upto - 1, torch.full_like(upto, width))
+        table.scatter_(1, index, self.ids_to_codes(tokens).clamp(min=0))
+        if cache is not None:
+            cache.state["copy_seen"] = upto[:, -1]
+            cache.state["copy_codes"] = table
+        # The next token is image token number `upto` when this one opens an image or is an
+        # image code that is not its image's last.
+        opens = tokens == self.text_tok.boi_id
+        inside = is_image & (upto % n != 0)
+        source = upto - n  # same cell, previous image
+        wanted = (opens | inside) & (source >= 0)
+        src = table.gather(1, source.clamp(min=0, max=width))
+        out = self.copy_embed(src)
+        return out * wanted[..., None].to(out.dtype)
 
     def _run_backbone(self, x, positions, mask, cache, return_hidden) -> torch.Tensor:
         if not self.prototypes:  # the backbone's own head is this model's head

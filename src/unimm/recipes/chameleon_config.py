@@ -33,6 +33,12 @@ class ChameleonConfig:
     # mean over the training batches, saved with the weights). Codes that look alike then start
     # alike, and a code's colour is readable before its own vector has learned anything.
     code_prototypes: bool = False
+    # True: the input at each position that is about to produce an image code also carries
+    # (through a zero-initialised table of its own) the code that the sequence's previous image
+    # has at that cell. An edit's target then sees, at every step, what its source shows in the
+    # place it is drawing, so "keep everything else" is a copy instead of something recalled
+    # through attention. Images with no image before them (text-to-image) get nothing.
+    copy_source: bool = False
 
     def __post_init__(self) -> None:
         if self.loss_pooling not in ("token", "modality"):

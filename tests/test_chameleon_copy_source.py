@@ -1,0 +1,93 @@
+"""chameleon.copy_source: the input that is about to produce an image code carries the code the
+previous image has at that cell (an edit's source, for its target)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_chameleon import rand_image
+from tests.test_chameleon_loss_options import make_model
+from unimm.data.sample import Image, Sample, Text
+from unimm.paradigms.autoregressive import generate
+from unimm.recipes.base import SamplingConfig
+
+
+def edit_prompt(model, seed: int = 4) -> list[int]:
+    return model._prompt_ids([Image(rand_image(seed)), Text("make it red")], "image")
+
+
+def test_zero_table_is_the_plain_model():
+    model = make_model(copy_source=True)
+    ids = torch.tensor([edit_prompt(model)])
+    with torch.no_grad():
+        on = model(ids)
+        model.copy_source = False
+        off = model(ids)
+    assert torch.equal(on, off)
+
+
+def test_each_next_code_gets_the_previous_image_code_at_that_cell():
+    model = make_model(copy_source=True)
+    with torch.no_grad():
+        model.copy_embed.weight.normal_()
+    n, t = model.image_tokens, model.text_tok
+    first = torch.randint(0, model.image_tok.codebook_size, (n,))
+    second = torch.randint(0, model.image_tok.codebook_size, (n,))
+    text = t.encode("make it red")
+    ids = [t.bos_id, t.boi_id, *(first + model.image_offset).tolist(), t.eoi_id, *text] + [
+        t.boi_id,
+        *(second + model.image_offset).tolist(),
+        t.eoi_id,
+    ]
+    with torch.no_grad():
+        got = model.copied_source(torch.tensor([ids]), None)[0]
+    want = torch.zeros_like(got)
+    boi2 = 2 + n + 1 + len(text)  # the second image's <boi>
+    want[boi2] = model.copy_embed.weight[first[0]]
+    for i in range(n - 1):  # code i of the second image is followed by code i + 1
+        want[boi2 + 1 + i] = model.copy_embed.weight[first[i + 1]]
+    assert torch.equal(got, want)  # nothing before the second image, nothing after its last code
+
+
+@pytest.mark.parametrize("use_pos2d", [True, False])
+def test_cached_generation_equals_recomputation(use_pos2d):
+    model = make_model(copy_source=True, image_pos_embed=use_pos2d)
+    with torch.no_grad():
+        model.copy_embed.weight.normal_(0, 1.0)
+    prompts = [edit_prompt(model, 4), model._prompt_ids([Text("a red circle")], "image")]
+    codes = range(model.image_offset, model.image_offset + model.image_tok.codebook_size)
+    kw = dict(temperature=0.0, allowed_ids=codes)
+    cached = generate(model, prompts, model.image_tokens, use_cache=True, **kw)
+    fresh = generate(model, prompts, model.image_tokens, use_cache=False, **kw)
+    assert cached == fresh
+    with torch.no_grad():  # the copy matters, so the equality is not vacuous
+        model.copy_embed.weight.zero_()
+    assert generate(model, prompts, model.image_tokens, **kw)[0] != cached[0]
+
+
+def test_an_edit_learns_to_copy_its_source():
+    # Target = source, on fresh random images every step, so nothing can be memorised: only a
+    # model that reads the source at the cell it draws can lower the target's loss.
+    def final_loss(copy: bool) -> float:
+        model = make_model(copy_source=copy).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for step in range(80):
+            images = [Image(rand_image(100 + 4 * step + i)) for i in range(4)]
+            batch = [Sample([im, Text("keep it"), im], (2,), "edit") for im in images]
+            loss = model.loss(batch, torch.Generator().manual_seed(step))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    with_copy, without = final_loss(True), final_loss(False)
+    assert with_copy < 0.1 * without, (with_copy, without)  # about 0.04 against 3.0
+
+
+def test_edit_sampling_runs_and_the_option_is_refused_elsewhere():
+    model = make_model(copy_source=True)
+    out = model.edit_images([rand_image(1)], ["make it red"], SamplingConfig(cfg_scale=2.0))
+    assert out[0].shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="copy_source"):
+        make_model(copy_source=True, code_ids="tokenizer")
