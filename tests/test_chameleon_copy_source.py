@@ -91,3 +91,17 @@ def test_edit_sampling_runs_and_the_option_is_refused_elsewhere():
     assert out[0].shape == (64, 64, 3)
     with pytest.raises(ValueError, match="copy_source"):
         make_model(copy_source=True, code_ids="tokenizer")
+
+
+def test_a_finetune_can_switch_the_copy_on(tiny_run, tmp_path):
+    from unimm.pipeline import finetune_run, load_checkpoint
+
+    start, _ = load_checkpoint(tiny_run)
+    tuned = finetune_run(
+        tiny_run, tmp_path / "ft", ["chameleon.copy_source=true", "train.steps=1"], progress=False
+    )
+    assert tuned.copy_source and not start.copy_source
+    back, _ = load_checkpoint(tmp_path / "ft")
+    assert back.copy_source and torch.equal(back.copy_embed.weight, tuned.copy_embed.weight)
+    with pytest.raises(ValueError, match="do not carry over"):  # and not off again
+        finetune_run(tmp_path / "ft", tmp_path / "ft2", ["chameleon.copy_source=false"])

@@ -238,16 +238,19 @@ def finetune_run(
     from unimm.config import ConfigError, apply_overrides
     from unimm.model.transformer import Transformer
 
-    wrong = [
-        o for o in overrides or [] if not o.startswith(("train.", "data.", "model.max_seq_len="))
-    ]
+    allowed = ("train.", "data.", "model.max_seq_len=", *GROWING_OPTIONS)
+    wrong = [o for o in overrides or [] if not o.startswith(allowed)]
     if wrong:
         raise ConfigError(
-            f"finetune only takes train.*, data.* and model.max_seq_len overrides, got {wrong}"
+            f"finetune only takes train.*, data.* and model.max_seq_len overrides (and "
+            f"{', '.join(o.rstrip('=') for o in GROWING_OPTIONS)}), got {wrong}"
         )
     model, _ = load_checkpoint(checkpoint)
     parts = model.parts
+    before = parts.config
     parts.config = apply_overrides(parts.config, overrides or [])
+    if parts.config.chameleon != before.chameleon:
+        model = _grown(model, parts)
     for m in model.modules():  # the backbone's own copy sizes its KV caches
         if isinstance(m, Transformer):
             m.config = replace(m.config, max_seq_len=parts.config.model.max_seq_len)
@@ -271,6 +274,25 @@ def finetune_run(
     if not streams.world_only(cfg.data):
         _log(f"data: {bad.report()}")
     return model
+
+
+# Options a finetune may switch on although they add weights: each adds zero-initialised ones
+# only, so the grown model computes exactly what the checkpoint computed until it trains.
+GROWING_OPTIONS = ("chameleon.copy_source=",)
+
+
+def _grown(model: UnifiedModel, parts: Parts) -> UnifiedModel:
+    """The same recipe built on `parts` (with a growing option on), holding `model`'s weights."""
+    grown = type(model)(parts).to(model.device)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    new = {n for n, _ in grown.named_parameters()} - set(model.state_dict())
+    lost = sorted(set(unexpected) | (set(missing) - new))
+    if lost:
+        raise ValueError(
+            f"finetune cannot switch these options for a {model.recipe} checkpoint (weights "
+            f"that do not carry over: {lost[:3]})"
+        )
+    return grown
 
 
 def _vq_tokenizer(
