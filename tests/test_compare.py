@@ -109,6 +109,15 @@ def test_si_prefixes():
     assert [si(v) for v in (12.5, 1820.0, 2.0e6, 3.0e13)] == ["12.5", "1.82k", "2M", "30T"]
 
 
+def test_eta_assumes_runs_take_as_long_as_the_finished_ones():
+    from unimm.compare.runner import _eta
+
+    assert _eta([], [5.0], 3, 1) is None
+    # mean 15 s: the run in flight for 5 s has 10 left, then 2 queued runs of 15.
+    assert _eta([10.0, 20.0], [5.0], 2, 1) == 40.0
+    assert _eta([10.0, 20.0], [30.0, 5.0], 2, 2) == 20.0  # an overdue run counts as done
+
+
 def test_verdict_sentences():
     plan = make_plan("chameleon,showo", "2Mtok", 3, "tiny")
     scores = {

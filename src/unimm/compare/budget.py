@@ -7,7 +7,8 @@
 
 k, M, G, T multiply tokens and FLOPs by 1e3, 1e6, 1e9, 1e12 ("m" alone means minutes). The
 tokenizers (and a semantic encoder) train before it for their preset's fixed seconds, outside
-the budget. Whatever the currency, each run records all three (unimm.compare.run).
+the budget. Training stops at the first step that reaches the budget, so a run overshoots it
+by less than one step. Whatever the currency, each run records all three (unimm.compare.run).
 """
 
 from __future__ import annotations

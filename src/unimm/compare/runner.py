@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import statistics
 import sys
 import threading
 import time
@@ -100,6 +101,7 @@ def run_all(
     if not pending:
         return results, errors
     start = time.monotonic()
+    took: list[float] = []  # wall seconds of the runs finished in this session
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(pending)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -108,6 +110,7 @@ def run_all(
     )
     queue = list(pending)
     futures: dict[Future, str] = {}
+    began: dict[Future, float] = {}
 
     def submit() -> None:
         # Only `jobs` runs at a time are handed to the pool, so the ones in flight are the
@@ -115,7 +118,8 @@ def run_all(
         while queue and len(futures) < jobs:
             recipe, seed = queue.pop(0)
             d = run_dir(out, recipe, seed)
-            futures[pool.submit(_work, plan.to_json(), recipe, seed, str(d))] = d.name
+            f = pool.submit(_work, plan.to_json(), recipe, seed, str(d))
+            futures[f], began[f] = d.name, time.monotonic()
 
     try:
         submit()
@@ -131,12 +135,17 @@ def run_all(
                     errors[name] = res["error"]
                 else:
                     results[name] = res
+                    took.append(time.monotonic() - began[f])
                 say(_done_line(name, res, len(results) + len(errors), len(plan.runs())))
             submit()
             if futures:
+                now = time.monotonic()
+                running = [now - began[f] for f in futures]
+                eta = _eta(took, running, len(queue), jobs)
                 done_now = len(pending) - len(queue) - len(futures)
-                elapsed = time.monotonic() - start
-                say(_status_line(done_now, len(pending), elapsed, sorted(futures.values())))
+                say(
+                    _status_line(done_now, len(pending), now - start, eta, sorted(futures.values()))
+                )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results, errors
@@ -157,10 +166,21 @@ def _done_line(name: str, res: dict, done: int, total: int) -> str:
     )
 
 
-def _status_line(done: int, total: int, elapsed: float, running: list[str]) -> str:
-    # Runs of one compare take about equally long, so the mean so far predicts the rest.
-    eta = f"eta {duration(elapsed / done * (total - done))}" if done else "eta after one run"
+def _eta(took: list[float], running: list[float], queued: int, jobs: int) -> float | None:
+    """Seconds until the last run ends if every run takes as long as the finished ones did on
+    average (runs of one compare share a budget, so they take about equally long); None
+    before any has finished. running: how long each run in flight has been going."""
+    if not took:
+        return None
+    mean = statistics.fmean(took)
+    return (sum(max(mean - t, 0.0) for t in running) + mean * queued) / jobs
+
+
+def _status_line(
+    done: int, total: int, elapsed: float, eta: float | None, running: list[str]
+) -> str:
     return (
         f"compare: {done}/{total} of this session's runs done, {duration(elapsed)} elapsed, "
-        f"{eta}; running: {', '.join(running)}"
+        + ("eta after the first run" if eta is None else f"eta {duration(eta)}")
+        + f"; running: {', '.join(running)}"
     )
