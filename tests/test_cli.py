@@ -25,6 +25,7 @@ def run(capsys, *argv):
         "eval",
         "eval-spread",
         "eval-data",
+        "compare",
         "data",
         "generate",
         "chat",

@@ -256,9 +256,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--split", choices=["train", "eval"], default="train")
     w.add_argument("--seed", type=int, default=0)
 
+    from unimm.compare.command import add_parser as add_compare_parser
     from unimm.data.check import add_parser as add_data_parser
     from unimm.interop.commands import add_interop_parsers
 
+    add_compare_parser(sub)
     add_data_parser(sub)
     add_interop_parsers(sub)
     pl = sub.add_parser(
@@ -512,6 +514,10 @@ def _run(args: argparse.Namespace) -> None:
 
         export_world(args.out, args.num_samples, args.split, args.seed)
         print(f"wrote {args.num_samples} samples to {args.out}")
+    elif args.command == "compare":
+        from unimm.compare.command import run
+
+        run(args)
     elif args.command == "data":
         from unimm.data.check import run
 

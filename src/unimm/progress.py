@@ -26,7 +26,8 @@ def _is_interactive(file: TextIO) -> bool:
     return bool(isatty and isatty())
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """How long, for a person: 7s, 2m05s, 1h02m03s."""
     s = int(seconds)
     h, m = divmod(s // 60, 60)
     return f"{h}h{m:02d}m{s % 60:02d}s" if h else f"{m}m{s % 60:02d}s" if m else f"{s}s"
@@ -92,10 +93,10 @@ class LineProgress:
         parts = [f"{self.desc}: {done} {self.unit}" if self.desc else f"{done} {self.unit}"]
         if self.total:
             parts[0] += f" ({100 * self.n / self.total:.0f}%)"
-        parts.append(f"{_duration(elapsed)} elapsed")
+        parts.append(f"{duration(elapsed)} elapsed")
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
         if self.total and rate > 0 and self.n < self.total:
-            parts.append(f"eta {_duration((self.total - self.n) / rate)}")
+            parts.append(f"eta {duration((self.total - self.n) / rate)}")
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         return ", ".join(parts)
 

@@ -43,6 +43,16 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
     max_seconds: float | None = None  # stop early when the wall-clock budget is spent
+    # Stop once the model has read this many training tokens (the sequence positions of its
+    # batches, as trainer_state.json counts them); None = off.
+    max_tokens: int | None = None
+    # Stop once the training FLOPs, estimated as 6 x trained parameters x tokens (Kaplan et al.,
+    # arXiv 2001.08361), reach this: a token budget that shrinks as the model grows; None = off.
+    max_flops: float | None = None
+    # > 0: also save a training state (and the model checkpoint) at each 1/n of the budget, the
+    # budget being whichever of steps, max_seconds, max_tokens, max_flops runs out first; these
+    # states are the points of a quality-against-compute curve (unimm compare).
+    save_fractions: int = 0
     # Scale and faults (docs/TRAINING.md). batch_size is the global batch: it is split over
     # grad_accum micro-batches on each of the torchrun processes.
     parallel: Literal["ddp", "fsdp2"] = "ddp"  # used only when torchrun starts > 1 process
@@ -67,6 +77,12 @@ class TrainConfig:
             raise ValueError("train.grad_accum, keep_checkpoints and max_nonfinite must be > 0")
         if not 1 <= self.vqa_questions <= 5:
             raise ValueError(f"train.vqa_questions must be 1 to 5, got {self.vqa_questions}")
+        if (self.max_tokens is not None and self.max_tokens <= 0) or (
+            self.max_flops is not None and self.max_flops <= 0
+        ):
+            raise ValueError("train.max_tokens and train.max_flops must be > 0 (or none)")
+        if self.save_fractions < 0:
+            raise ValueError(f"train.save_fractions must be >= 0, got {self.save_fractions}")
         if self.embed_lr_scale <= 0:
             raise ValueError(f"train.embed_lr_scale must be > 0, got {self.embed_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:

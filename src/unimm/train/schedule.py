@@ -1,8 +1,12 @@
-"""Learning-rate schedule: linear warm-up, then cosine decay to a floor."""
+"""Learning-rate schedule: linear warm-up, then cosine decay to a floor; and how much of its
+budget (steps, seconds, tokens or FLOPs, whichever runs out first) a run has spent, which the
+schedule follows so that the learning rate has annealed when any budget stops training."""
 
 from __future__ import annotations
 
 import math
+
+from unimm.train.config import TrainConfig
 
 
 def lr_at(progress_step: float, total: int, warmup: int, peak: float, min_ratio: float) -> float:
@@ -10,3 +14,28 @@ def lr_at(progress_step: float, total: int, warmup: int, peak: float, min_ratio:
         return peak * (progress_step + 1) / warmup
     frac = min(1.0, (progress_step - warmup) / max(1, total - warmup))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def token_budget(cfg: TrainConfig, trained_parameters: int) -> float | None:
+    """The training tokens train.max_tokens and train.max_flops allow (the smaller); None when
+    neither is set. FLOPs are 6 x trained parameters x tokens (forward 2, backward 4 per
+    parameter and token), so a FLOP budget is a token budget that shrinks as the model grows."""
+    budgets = []
+    if cfg.max_tokens is not None:
+        budgets.append(float(cfg.max_tokens))
+    if cfg.max_flops is not None:
+        budgets.append(cfg.max_flops / (6 * max(trained_parameters, 1)))
+    return min(budgets) if budgets else None
+
+
+def budget_spent(
+    cfg: TrainConfig, steps_done: int, seconds: float, tokens: float, tokens_allowed: float | None
+) -> float:
+    """The fraction of its budget a run has spent: the largest of steps, seconds and tokens,
+    each over its limit (1.0 or more: training is over)."""
+    spent = steps_done / cfg.steps
+    if cfg.max_seconds:
+        spent = max(spent, seconds / cfg.max_seconds)
+    if tokens_allowed:
+        spent = max(spent, tokens / tokens_allowed)
+    return spent

@@ -30,7 +30,7 @@ from unimm.train import state as st
 from unimm.train.config import TrainConfig
 from unimm.train.ema import EMA
 from unimm.train.muon import MuonAdamW
-from unimm.train.schedule import lr_at
+from unimm.train.schedule import budget_spent, lr_at, token_budget
 
 LOG_FILE = "train_log.jsonl"
 EMA_FILE = "ema.safetensors"  # the run's moving average of its weights (train.ema_decay > 0)
@@ -148,12 +148,14 @@ def train_model(
     on_save: Callable[[int], None] | None = None,
     resume: bool = False,
 ) -> list[dict]:
-    """Train `model` on `samples` for cfg.steps (or until cfg.max_seconds); returns the log rows.
+    """Train `model` on `samples` for cfg.steps, or until cfg.max_seconds, cfg.max_tokens or
+    cfg.max_flops runs out first; returns the log rows.
 
     `samples` is either an iterator or, for rank sharding and exact resume, a function
     start_index -> iterator (the stream must be a pure function of the index, as
     world_samples is). Writes out_dir/train_log.jsonl and, every cfg.save_every steps,
-    out_dir/state/step-N; on_save(step) is called then and at the end, on rank 0 only.
+    out_dir/state/step-N (and at each 1/cfg.save_fractions of the budget); on_save(step) is
+    called then and at the end, on rank 0 only.
     """
     d = du.init_from_env(cfg.device)
     out_dir = Path(out_dir)
@@ -165,6 +167,9 @@ def train_model(
         stream = samples
         samples = lambda start: stream  # noqa: E731 - consumed in order, never restarted
     cursor = _Cursor(samples)
+    # Counted before any wrapper shards the weights: the FLOP budget's 6 x N x tokens.
+    n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tokens_allowed = token_budget(cfg, n_trained)
     torch.manual_seed(cfg.seed)  # seeds every CUDA device too
     # Model code is single-device: the whole model (and, through UnifiedModel._apply, its
     # tokenizers) moves to the training device; recipes build batches on the weights' device.
@@ -194,6 +199,11 @@ def train_model(
         rows = [r for r in read_log(log_path) if r["step"] <= meta["step"]]
         if d.is_main:
             print(f"[unimm] resumed from {path} (step {meta['step']})", flush=True)
+    # The budget fractions already saved (a resumed run does not save them again).
+    fractions_saved = 0
+    if cfg.save_fractions:
+        spent = budget_spent(cfg, first - 1, seconds_before, tokens_seen, tokens_allowed)
+        fractions_saved = int(spent * cfg.save_fractions)
     if d.is_main:  # temporary + rename: a kill here leaves the old log, not half of it
         tmp = log_path.with_name(log_path.name + ".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -213,11 +223,16 @@ def train_model(
         elapsed = time.perf_counter() - start
         if cfg.max_seconds is not None and elapsed >= cfg.max_seconds:
             break
-        # With a time budget the schedule follows whichever budget runs out first, so the
-        # learning rate has annealed when the clock stops.
+        if tokens_allowed is not None and tokens_seen >= tokens_allowed:
+            break
+        # With a time or token budget the schedule follows whichever budget runs out first, so
+        # the learning rate has annealed when training stops. Warm-up counts optimizer steps
+        # whatever the budget: measured on a budget that dwarfs train.steps, it would be over
+        # after a step or two.
         progress_step = step - 1
-        if cfg.max_seconds:
-            progress_step = max(progress_step, cfg.steps * elapsed / cfg.max_seconds)
+        if step > cfg.warmup_steps and (cfg.max_seconds or tokens_allowed):
+            spent = budget_spent(cfg, step - 1, elapsed, tokens_seen, tokens_allowed)
+            progress_step = max(progress_step, cfg.steps * spent)
         lr = lr_at(progress_step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.min_lr_ratio)
         set_lr(opt, lr)
 
@@ -282,7 +297,17 @@ def train_model(
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", lr=f"{lr:.1e}")
         bar.update(1)
         done = step
-        if cfg.save_every and step % cfg.save_every == 0:
+        # A fraction of the budget is saved when it is crossed, not when the budget ends (the
+        # model checkpoint is saved then anyway). Like train.max_seconds, a clock budget assumes
+        # the ranks of a multi-process run agree on the time.
+        due = False
+        if cfg.save_fractions:
+            elapsed = time.perf_counter() - start
+            spent = budget_spent(cfg, step, elapsed, tokens_seen, tokens_allowed)
+            reached = min(int(spent * cfg.save_fractions), cfg.save_fractions)
+            due = fractions_saved < reached < cfg.save_fractions
+            fractions_saved = max(fractions_saved, reached)
+        if (cfg.save_every and step % cfg.save_every == 0) or due:
             _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens_seen,
                   time.perf_counter() - start, bad_in_row, bad_total, on_save)  # fmt: skip
     bar.close()
@@ -297,6 +322,8 @@ def train_model(
                 "step": done,
                 "seconds": seconds,
                 "tokens": tokens_seen,
+                "trained_parameters": n_trained,
+                "flops": 6 * n_trained * tokens_seen,
                 "peak_rss_mb": peak_rss_mb(),
                 "nonfinite_total": bad_total,
                 "world_size": d.world_size,
