@@ -3,6 +3,13 @@
 Judged by the detector: the output must hold the target's objects with centres within 4 px
 (scaled) and nothing else. For "add" the instruction does not say where, so the added object
 may stand anywhere; the other objects must stay within tolerance.
+
+Two partial readings separate what an edit got right (issue 22: a model can redraw the whole
+scene and get the asked change, or copy the source and miss it):
+- instruction: the asked change is there (the recoloured or moved object at its new state, the
+  removed one gone, one more of the added pair);
+- preservation: the share of the objects the instruction does not name that are still there,
+  same colour and shape, centre within the tolerance.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from unimm.data.sample import Sample
 from unimm.evaluate.common import batched_records, check_image, describe_scene, mean
 from unimm.evaluate.understanding import _pixels, _text, eval_samples
 from unimm.world.detector import DetectorConfig, detect
-from unimm.world.scene import Scene, scenes_match
+from unimm.world.scene import Obj, Scene, scenes_match
 
 EditImages = Callable[[list[np.ndarray], list[str]], list[np.ndarray]]
 POS_TOL = 4  # px at 64 px
@@ -35,6 +42,40 @@ def edit_correct(kind: str, source: Scene, target: Scene, detected: Scene) -> bo
             if scenes_match(source, rest, pos_tol=tol):
                 return True
     return False
+
+
+def _near(o: Obj, pool: list[Obj], tol: float) -> int | None:
+    """Index of an object of o's colour and shape in `pool` within tol px of it, if any."""
+    for k, q in enumerate(pool):
+        if q.pair == o.pair and abs(q.x - o.x) <= tol and abs(q.y - o.y) <= tol:
+            return k
+    return None
+
+
+def edit_parts(
+    kind: str, index: int, source: Scene, target: Scene, detected: Scene
+) -> tuple[bool, float]:
+    """(the asked change is there, share of the untouched source objects kept), see above.
+    index: the edited object, in the source (recolor, move, remove) or the target (add)."""
+    tol = POS_TOL * target.resolution / 64
+    found = list(detected.objects)
+    if kind == "add":
+        pair = target.objects[index].pair
+        asked = sum(o.pair == pair for o in found) > sum(o.pair == pair for o in source.objects)
+        untouched = list(source.objects)
+    else:
+        if kind == "remove":
+            asked = _near(source.objects[index], found, tol) is None
+        else:  # recolor, move: the object in its new state
+            asked = _near(target.objects[index], found, tol) is not None
+        untouched = source.objects[:index] + source.objects[index + 1 :]
+    kept = 0
+    for o in untouched:  # one detected object vouches for one source object
+        k = _near(o, found, tol)
+        if k is not None:
+            kept += 1
+            found.pop(k)
+    return asked, kept / len(untouched) if untouched else 1.0
 
 
 def edit_scene(
@@ -57,6 +98,10 @@ def edit_scene(
         ins = _text(s.segments[1])
         out = check_image(out, f"edited image for {ins!r}")
         det = detect(out, detector)
+        meta = s.meta
+        asked, kept = edit_parts(
+            meta["edit_kind"], meta["edit_index"], meta["scene"], meta["target_scene"], det
+        )
         return {
             "instruction": ins,
             "kind": s.meta["edit_kind"],
@@ -65,6 +110,8 @@ def edit_scene(
             "correct": edit_correct(
                 s.meta["edit_kind"], s.meta["scene"], s.meta["target_scene"], det
             ),
+            "instruction_done": asked,
+            "preserved": kept,
             "images": [_pixels(s.segments[0]), out],
         }
 
@@ -77,14 +124,24 @@ def edit_scene(
         batch_size=batch_size,
         progress=progress,
     )
-    by_kind: dict[str, list[float]] = defaultdict(list)
+    by_kind: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_kind[r["kind"]].append(float(r["correct"]))
+        by_kind[r["kind"]].append(r)
+
+    def rate(rs: list[dict], key: str) -> float:
+        return mean([float(r[key]) for r in rs])
+
     return {
         "benchmark": "edit_scene",
         "split": split,
-        "overall": mean([float(r["correct"]) for r in records]),
-        "per_kind": {k: mean(v) for k, v in sorted(by_kind.items())},
+        "overall": rate(records, "correct"),
+        "per_kind": {k: rate(v, "correct") for k, v in sorted(by_kind.items())},
+        "instruction": rate(records, "instruction_done"),
+        "preservation": rate(records, "preserved"),
+        "per_kind_instruction": {
+            k: rate(v, "instruction_done") for k, v in sorted(by_kind.items())
+        },
+        "per_kind_preservation": {k: rate(v, "preserved") for k, v in sorted(by_kind.items())},
         "n": len(records),
         "records": records,
     }

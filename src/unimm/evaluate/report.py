@@ -198,9 +198,29 @@ def _pair_grid(name: str, res: dict, run_dir: Path) -> tuple[list[dict], str]:
 
 
 def _edit_md(name: str, res: dict, run_dir: Path) -> list[str]:
-    lines = [f"## {name}: Edit-scene ({res['split']})", "", "| edit | accuracy |", "|---|---|"]
-    lines += [f"| {k} | {a:.3f} |" for k, a in res["per_kind"].items()]
-    lines += [f"| **overall** | **{res['overall']:.3f}** |", ""]
+    lines = [
+        f"## {name}: Edit-scene ({res['split']})",
+        "",
+        "Exact: the output is the target scene. Instruction: the asked change is there. "
+        "Preservation: share of the objects the instruction does not name that stay as they were.",
+        "",
+        "| edit | exact | instruction | preservation |",
+        "|---|---|---|---|",
+    ]
+    done = res.get("per_kind_instruction", {})
+    kept = res.get("per_kind_preservation", {})
+
+    def cell(table: dict, k: str) -> str:
+        return f"{table[k]:.3f}" if k in table else "-"
+
+    lines += [
+        f"| {k} | {a:.3f} | {cell(done, k)} | {cell(kept, k)} |" for k, a in res["per_kind"].items()
+    ]
+    lines += [
+        f"| **overall** | **{res['overall']:.3f}** | {cell(res, 'instruction')} | "
+        f"{cell(res, 'preservation')} |",
+        "",
+    ]
     shown, fname = _pair_grid(name, res, run_dir)
     if shown:
         lines += [

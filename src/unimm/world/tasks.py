@@ -87,7 +87,7 @@ def make_sample(
             scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
             image = Image(render(scene))
     target = Image(render(e.target))
-    meta = {"scene": scene, "target_scene": e.target, "edit_kind": e.kind}
+    meta = {"scene": scene, "target_scene": e.target, "edit_kind": e.kind, "edit_index": e.index}
     if task == "edit":
         return Sample([image, Text(e.instruction), target], (2,), task, meta)
     qa = _pick_question(e.target, rng, heldout)
