@@ -53,3 +53,42 @@ def test_half_the_untouched_objects_is_half_preserved():
         )
         return
     raise AssertionError("no two-object add in the sample")
+
+
+def oracle_editor(images, instructions):
+    from unimm.world.detector import detect
+    from unimm.world.edits import InstructionError, apply_instruction
+    from unimm.world.render import render
+
+    out = []
+    for im, ins in zip(images, instructions, strict=True):
+        try:
+            out.append(render(apply_instruction(detect(im), ins).target))
+        except InstructionError:  # after a failed step the instruction may not apply
+            out.append(im)
+    return out
+
+
+def test_an_oracle_editor_completes_its_chains():
+    from unimm.evaluate.edit_chain import edit_chains
+
+    res = edit_chains(oracle_editor, n=20, progress=False)
+    assert res["n"] >= 18 and len(res["per_step"]) == 3
+    assert res["overall"] >= 0.9 and min(res["per_step"]) >= 0.9
+
+
+def test_a_copying_editor_fails_every_step_and_a_late_failure_breaks_the_chain():
+    from unimm.evaluate.edit_chain import edit_chains
+
+    res = edit_chains(lambda ims, ins: list(ims), n=20, progress=False)
+    # A later step can be a no-op on an unedited image (recolour the circle red when the first
+    # step failed to make it blue), and a copy is right then; a whole chain never is.
+    assert res["overall"] == 0.0 and res["per_step"][0] == 0.0 and max(res["per_step"]) <= 0.1
+    calls = []
+
+    def fails_at_step_two(images, instructions):
+        calls.append(len(images))
+        return list(images) if len(calls) == 2 else oracle_editor(images, instructions)
+
+    res = edit_chains(fails_at_step_two, n=20, batch_size=32, progress=False)
+    assert res["per_step"][0] >= 0.9 and res["per_step"][1] == 0.0 and res["overall"] == 0.0

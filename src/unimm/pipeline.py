@@ -429,6 +429,7 @@ def evaluate_run(
     teacher-forced image-token loss on objects vs background ("image_token_loss"); the failure
     classes of the generated images are always in the GenEval-scene results."""
     from unimm.evaluate.ceiling import tokenizer_ceiling, tokenizer_roundtrip
+    from unimm.evaluate.edit_chain import edit_chains
     from unimm.evaluate.editing import edit_scene
     from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.interleaved import interleaved_scene
@@ -491,6 +492,13 @@ def evaluate_run(
             lambda ims, ins: model.edit_images(ims, ins, sampling, seed=seed),
             split,
             edits,
+            seed=seed,
+            progress=progress,
+        )
+    if edits:  # a quarter as many chains as single edits: each costs three
+        results["edit_chain"] = edit_chains(
+            lambda ims, ins: model.edit_images(ims, ins, sampling, seed=seed),
+            max(1, edits // 4),
             seed=seed,
             progress=progress,
         )

@@ -294,11 +294,27 @@ def _diagnostics_md(metrics: dict, run_dir: Path) -> list[str]:
     return ["## Diagnostics: where GenEval-scene quality is lost", "", *body]
 
 
+def _edit_chain_md(name: str, res: dict, run_dir: Path) -> list[str]:
+    steps = " | ".join(f"step {k + 1}" for k in range(res["steps"]))
+    cells = " | ".join(f"{a:.3f}" for a in res["per_step"])
+    return [
+        f"## {name}: {res['steps']}-edit chains ({res['n']} episodes)",
+        "",
+        "Each step edits the model's own previous output; a chain counts when every step does.",
+        "",
+        f"| {steps} | whole chain |",
+        "|" + "---|" * (res["steps"] + 1),
+        f"| {cells} | **{res['overall']:.3f}** |",
+        "",
+    ]
+
+
 _SECTIONS = {
     "geneval_scene": _geneval_md,
     "vqa_scene": _qa_md,
     "caption_scene": _caption_md,
     "edit_scene": _edit_md,
+    "edit_chain": _edit_chain_md,
     "interleaved_scene": _interleaved_md,
 }
 
