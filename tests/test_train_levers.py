@@ -128,3 +128,15 @@ def test_the_run_config_reaches_the_world_stream():
     cfg = get_run_config("tiny", ["train.vqa_questions=4", "train.tasks=vqa:1"])
     samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 20))
     assert max(len(s.targets) for s in samples) == 4
+
+
+def test_the_run_reports_the_steps_it_took_not_the_last_logged_one(tmp_path):
+    import json
+
+    # The clock stops training between two log rows.
+    overrides = ["vq_train.seconds=1", "train.steps=100000", "train.max_seconds=1",
+                 "train.log_every=100000"]  # fmt: skip
+    train_run(tmp_path, "tiny", overrides, progress=False)
+    record = json.loads((tmp_path / "trained_on.json").read_text())
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert record["parts"]["model"]["steps"] == state["step"] > 0

@@ -38,7 +38,7 @@ from unimm.train.provenance import TrainedOn
 from unimm.train.run_data import RunData, sequence_length
 from unimm.train.semantic_trainer import train_semantic
 from unimm.train.tokenizer_trainer import train_vq
-from unimm.train.trainer import EMA_FILE, train_model
+from unimm.train.trainer import EMA_FILE, STATE_FILE, train_model
 from unimm.train.vae_trainer import train_vae
 
 IMAGE_TOKENIZER_DIR = "image_tokenizer"
@@ -188,7 +188,9 @@ def train_run(
         resume=resume,
     )
     timings["model_s"] = time.perf_counter() - t0
-    step = rows[-1]["step"] if rows else 0
+    # The trainer's final state, not the last logged row: a clock budget stops between logs.
+    state = out / STATE_FILE
+    step = read_json(state)["step"] if state.is_file() else (rows[-1]["step"] if rows else 0)
     trained_on.add(
         "model", steps=step, samples=step * cfg.train.batch_size, seconds=timings["model_s"]
     )
