@@ -249,9 +249,8 @@ def finetune_run(
         )
     model, _ = load_checkpoint(checkpoint)
     parts = model.parts
-    before = parts.config
     parts.config = apply_overrides(parts.config, overrides or [])
-    if parts.config.chameleon != before.chameleon:
+    if any(o.startswith(GROWING_OPTIONS) for o in overrides or []):
         model = _grown(model, parts)
     for m in model.modules():  # the backbone's own copy sizes its KV caches
         if isinstance(m, Transformer):

@@ -12,23 +12,21 @@ no longer unique) fails that step.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import numpy as np
 
 from unimm.evaluate.common import check_image, chunks, describe_scene, mean
-from unimm.evaluate.editing import edit_correct
+from unimm.evaluate.editing import EditImages, edit_correct
 from unimm.evaluate.understanding import _pixels, _text, eval_samples
 from unimm.progress import progress_bar
 from unimm.world.detector import DetectorConfig, detect
 from unimm.world.edits import InstructionError, apply_instruction, edit
 from unimm.world.scene import Scene
 
-EditImages = Callable[[list[np.ndarray], list[str]], list[np.ndarray]]
 
-
-def chain_instructions(source: Scene, first: str, target: Scene, rng: random.Random, steps: int):
-    """The episode's instructions: the sample's own, then world edits of the true scenes."""
+def chain_instructions(first: str, target: Scene, rng: random.Random, steps: int) -> list[str]:
+    """The episode's instructions: the sample's own, then world edits of the true scenes that
+    follow it (`target`: the scene after the first)."""
     out = [first]
     for _ in range(steps - 1):
         e = edit(target, rng, avoid_heldout=True)
@@ -50,9 +48,7 @@ def edit_chains(
     for i, s in enumerate(eval_samples("edit", "eval", n, seed)):
         rng = random.Random(f"unimm-edit-chain:{seed}:{i}")
         try:
-            ins = chain_instructions(
-                s.meta["scene"], _text(s.segments[1]), s.meta["target_scene"], rng, steps
-            )
+            ins = chain_instructions(_text(s.segments[1]), s.meta["target_scene"], rng, steps)
         except ValueError:  # a scene that admits no further edit: rare, left out
             continue
         episodes.append({"source": _pixels(s.segments[0]), "scene": s.meta["scene"], "ins": ins})

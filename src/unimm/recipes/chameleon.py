@@ -176,56 +176,56 @@ class ChameleonModel(UnifiedModel):
         cache: KVCache | None = None,
         return_hidden: bool = False,
     ) -> torch.Tensor:
-        """The backbone with (row, col) embeddings added to image-code tokens. (B, T) ids."""
-        copied = self.copied_source(tokens, cache) if self.copy_source else None
-        if not self.pos2d:
-            x = self.token_embeddings(tokens)
-            if copied is not None:
-                x = x + copied
-            return self._run_backbone(x, positions, mask, cache, return_hidden)
-        seen = None
-        if cache is not None and cache.length > 0:
-            seen = cache.state["image_tokens"]
-        index = self.image_grid_index(tokens, seen)  # (B, T), -1 outside images
-        is_image = index >= 0
-        if cache is not None:
-            before = seen if seen is not None else torch.zeros_like(tokens[:, 0])
-            cache.state["image_tokens"] = before + is_image.sum(1)
-        index = index.clamp(min=0)
-        w = self.image_col.shape[0]
-        pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
+        """The backbone with (row, col) embeddings added to image-code tokens (and the copy
+        input, chameleon.copy_source). (B, T) ids."""
         x = self.token_embeddings(tokens)
-        x = x + pos2d * is_image[..., None].to(x.dtype)
-        if copied is not None:
-            x = x + copied
+        if self.pos2d or self.copy_source:
+            before = self.images_seen(tokens, cache)
+            if self.pos2d:
+                index = self.image_grid_index(tokens, before)  # (B, T), -1 outside images
+                is_image = index >= 0
+                index = index.clamp(min=0)
+                w = self.image_col.shape[0]
+                pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
+                x = x + pos2d * is_image[..., None].to(x.dtype)
+            if self.copy_source:
+                x = x + self.copied_source(tokens, before, cache)
         return self._run_backbone(x, positions, mask, cache, return_hidden)
 
-    def copied_source(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def images_seen(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """(B,) image tokens each row held before this chunk (0 without a cache; the KV cache
+        carries the running count), advancing the cache's count past the chunk."""
+        before = torch.zeros_like(tokens[:, 0])
+        if cache is not None and cache.length > 0:
+            before = cache.state["image_tokens"]
+        if cache is not None:
+            cache.state["image_tokens"] = before + self.image_slots(tokens).sum(1)
+        return before
+
+    def copied_source(
+        self, tokens: torch.Tensor, before: torch.Tensor, cache: KVCache | None
+    ) -> torch.Tensor:
         """(B, T, D): at each position whose next token is an image code (an image's <boi> and
         its codes but the last), the copy embedding of the code that the previous image has
-        at that next cell; zero elsewhere (chameleon.copy_source).
+        at that next cell; zero elsewhere (chameleon.copy_source). before: (B,) image tokens
+        ahead of this chunk (images_seen).
 
         Image tokens are counted across the sequence (and across cached chunks): the k-th image
         token overall is cell k % n of image k // n, n codes per image, so the next code's
         source is image token (k // n - 1) * n + k % n, always one already seen."""
         n = self.image_tokens
         is_image = self.image_slots(tokens)
-        seen = None
-        if cache is not None and cache.length > 0:
-            seen = cache.state["copy_seen"]
-        before = seen if seen is not None else torch.zeros_like(tokens[:, 0])
         upto = is_image.long().cumsum(1) + before[:, None]  # image tokens so far, inclusive
         # Every image code seen so far, by its running index (across chunks via the cache).
         # Column `width` is a sink for the positions that are not image codes.
         width = int(upto.max()) if cache is None else cache.k.shape[3]
-        if seen is not None:
+        if cache is not None and cache.length > 0:
             table = cache.state["copy_codes"].clone()
         else:
             table = torch.zeros(tokens.shape[0], width + 1, dtype=torch.long, device=tokens.device)
         index = torch.where(is_image, upto - 1, torch.full_like(upto, width))
         table.scatter_(1, index, self.ids_to_codes(tokens).clamp(min=0))
         if cache is not None:
-            cache.state["copy_seen"] = upto[:, -1]
             cache.state["copy_codes"] = table
         # The next token is image token number `upto` when this one opens an image or is an
         # image code that is not its image's last.

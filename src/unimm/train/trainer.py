@@ -75,10 +75,8 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
         },
         {"params": rest, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
-    groups = [g for g in groups if g["params"]]
+    groups = [g for g in groups if g["params"]]  # AdamW's run has no Muon group
     if cfg.optimizer == "adamw":
-        for g in groups:
-            g.pop("use_muon", None)
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
     return MuonAdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
