@@ -130,6 +130,17 @@ def test_expert_parameters_split_the_modulation_too():
     assert describe["active_parameters"] < describe["parameters"]
 
 
+def test_the_flop_budget_counts_the_parameters_a_token_passes_through():
+    from unimm.train.schedule import flop_parameters
+
+    model = make_model()
+    d = model.describe()
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # a token runs through its own modality's tower: the other tower's weights are not its FLOPs
+    assert flop_parameters(model) == trained - (d["parameters"] - d["active_parameters"])
+    assert flop_parameters(model) < trained
+
+
 # ----------------------------------------------------------------------------- training
 
 

@@ -128,6 +128,13 @@ def test_the_run_config_reaches_the_world_stream():
     cfg = get_run_config("tiny", ["train.vqa_questions=4", "train.tasks=vqa:1"])
     samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 20))
     assert max(len(s.targets) for s in samples) == 4
+    # the object curriculum counts steps of the global batch (tiny: 8 samples a step)
+    cfg = get_run_config("tiny", ["train.object_curriculum_steps=10", "train.tasks=t2i:1"])
+    samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 100))
+    objects = [len(s.meta["scene"].objects) for s in samples]
+    assert max(objects[:20]) == 1 and max(objects[80:]) == 4
+    with pytest.raises(ValueError, match="object_curriculum_steps"):
+        TrainConfig(object_curriculum_steps=-1)
 
 
 def test_the_run_reports_the_steps_it_took_not_the_last_logged_one(tmp_path):

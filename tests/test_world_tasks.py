@@ -111,3 +111,23 @@ def test_several_questions_per_vqa_image():
     # the default stream is the one-question stream, draw for draw
     default = list(islice(world_samples("train", 3, {"vqa": 1.0}, vqa_questions=1), 50))
     assert [s.segments[1].text for s in one] == [s.segments[1].text for s in default]
+
+
+def test_object_curriculum_grows_the_scenes_then_leaves_the_stream_alone():
+    from unimm.world.tasks import ramp_max_objects
+
+    assert [ramp_max_objects(i, 8, 1, 4) for i in range(10)] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+    assert ramp_max_objects(5, 0, 1, 4) == 4  # no ramp
+    ramp = 400
+    ramped = list(islice(world_samples("train", 5, {"t2i": 1.0}, object_ramp=ramp), 600))
+    plain = list(islice(world_samples("train", 5, {"t2i": 1.0}), 600))
+    counts = [len(s.meta["scene"].objects) for s in ramped]
+    assert max(counts[:100]) == 1 and max(counts[100:200]) == 2 and max(counts[200:300]) == 3
+    assert max(counts[300:]) == 4
+    # after the ramp the stream is the plain one, sample for sample
+    assert [s.segments[0].text for s in ramped[ramp:]] == [s.segments[0].text for s in plain[ramp:]]
+    # resuming mid-ramp draws the same samples
+    resumed = list(islice(world_samples("train", 5, {"t2i": 1.0}, start=150, object_ramp=ramp), 5))
+    assert [s.segments[0].text for s in resumed] == [s.segments[0].text for s in ramped[150:155]]
+    with pytest.raises(ValueError, match="object_ramp"):
+        next(world_samples("train", 5, object_ramp=-1))

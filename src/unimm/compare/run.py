@@ -71,7 +71,8 @@ def run_one(plan: Plan, recipe: str, seed: int, run_dir: Path) -> dict:
     trained = read_json(run_dir / "trainer_state.json")
     scores = quality(_full_evaluation(plan, model, run_dir))
     images_per_s = _samples(model, run_dir)
-    n = trained["trained_parameters"]
+    # 6 x active trained parameters x tokens (unimm.train.schedule.flop_parameters)
+    n = trained.get("flop_parameters", trained["trained_parameters"])
     described = model.describe()
     final = {
         "step": trained["step"],
@@ -154,7 +155,7 @@ def _samples(model: UnifiedModel, run_dir: Path) -> float:
     return len(prompts) * GRID_IMAGES / seconds
 
 
-def _curve(plan: Plan, model: UnifiedModel, run_dir: Path, n_trained: int) -> list[dict]:
+def _curve(plan: Plan, model: UnifiedModel, run_dir: Path, n_flop: int) -> list[dict]:
     """Score the training states saved at fractions of the budget, oldest first."""
     points = []
     for state_dir in st.list_states(run_dir):
@@ -188,7 +189,7 @@ def _curve(plan: Plan, model: UnifiedModel, run_dir: Path, n_trained: int) -> li
                 "step": meta["step"],
                 "seconds": meta["seconds"],
                 "tokens": meta["tokens"],
-                "flops": 6 * n_trained * meta["tokens"],
+                "flops": 6 * n_flop * meta["tokens"],
                 "metrics": quality(metrics),
             }
         )

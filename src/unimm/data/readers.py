@@ -277,6 +277,7 @@ def build_source(
     tasks: dict[str, float] | None = None,
     data: DataConfig | None = None,
     vqa_questions: int = 1,
+    object_ramp: int = 0,
 ) -> Source:
     """`train.data` -> one source. spec maps `world` or a file source (see open_records) to a
     mixture weight; on the command line
@@ -290,7 +291,12 @@ def build_source(
             raise ValueError(f"train.data weight of {entry!r} must be a number >= 0, got {weight}")
         if entry == "world":
             src = lambda start: world_samples(  # noqa: E731
-                "train", seed, tasks, start=start, vqa_questions=vqa_questions
+                "train",
+                seed,
+                tasks,
+                start=start,
+                vqa_questions=vqa_questions,
+                object_ramp=object_ramp,
             )
         else:
             src = open_records(entry, resolution, bad, data, seed, tasks).source(bad)

@@ -39,6 +39,10 @@ class TrainConfig:
     # conversation (one per question type, at most 5). An answer is 2 of a VQA sample's ~80
     # tokens, so k questions give about k times the answer gradient for little more compute.
     vqa_questions: int = 1
+    # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
+    # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
+    # model first meets lone objects, whose codes the caption names unambiguously.
+    object_curriculum_steps: int = 0
     cfg_dropout: float = 0.1  # drop the text condition of image targets (classifier-free guidance)
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
@@ -83,6 +87,10 @@ class TrainConfig:
             raise ValueError("train.max_tokens and train.max_flops must be > 0 (or none)")
         if self.save_fractions < 0:
             raise ValueError(f"train.save_fractions must be >= 0, got {self.save_fractions}")
+        if self.object_curriculum_steps < 0:
+            raise ValueError(
+                f"train.object_curriculum_steps must be >= 0, got {self.object_curriculum_steps}"
+            )
         if self.embed_lr_scale <= 0:
             raise ValueError(f"train.embed_lr_scale must be > 0, got {self.embed_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:

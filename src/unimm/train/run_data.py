@@ -30,7 +30,15 @@ class RunData:
     def source(self, resolution: int, tasks: dict[str, float] | None = None) -> Source:
         t = self.cfg.train
         return build_source(
-            t.data, t.seed, resolution, self.bad, tasks or t.tasks, self.cfg.data, t.vqa_questions
+            t.data,
+            t.seed,
+            resolution,
+            self.bad,
+            tasks or t.tasks,
+            self.cfg.data,
+            t.vqa_questions,
+            # the ramp is in the global batch's samples: world_samples counts sample indices
+            t.object_curriculum_steps * t.batch_size,
         )
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
 from unimm.train.config import TrainConfig
 
 
@@ -16,15 +18,29 @@ def lr_at(progress_step: float, total: int, warmup: int, peak: float, min_ratio:
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def token_budget(cfg: TrainConfig, trained_parameters: int) -> float | None:
+def flop_parameters(model: nn.Module) -> int:
+    """The parameters one token's training step multiplies through: the trained ones, less
+    those a token skips (the other modality's tower in D-DiT, the idle expert in BAGEL's
+    mixture), which a recipe reports as parameters - active_parameters in describe()."""
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    describe = getattr(model, "describe", None)
+    if describe is None:
+        return trained
+    d = describe()
+    idle = d["parameters"] - d.get("active_parameters", d["parameters"])
+    return trained - idle
+
+
+def token_budget(cfg: TrainConfig, flop_params: int) -> float | None:
     """The training tokens train.max_tokens and train.max_flops allow (the smaller); None when
-    neither is set. FLOPs are 6 x trained parameters x tokens (forward 2, backward 4 per
-    parameter and token), so a FLOP budget is a token budget that shrinks as the model grows."""
+    neither is set. FLOPs are 6 x active trained parameters x tokens (forward 2, backward 4 per
+    parameter and token; flop_parameters), so a FLOP budget is a token budget that shrinks as
+    the model grows."""
     budgets = []
     if cfg.max_tokens is not None:
         budgets.append(float(cfg.max_tokens))
     if cfg.max_flops is not None:
-        budgets.append(cfg.max_flops / (6 * max(trained_parameters, 1)))
+        budgets.append(cfg.max_flops / (6 * max(flop_params, 1)))
     return min(budgets) if budgets else None
 
 

@@ -30,7 +30,7 @@ from unimm.train import state as st
 from unimm.train.config import TrainConfig
 from unimm.train.ema import EMA
 from unimm.train.muon import MuonAdamW
-from unimm.train.schedule import budget_spent, lr_at, token_budget
+from unimm.train.schedule import budget_spent, flop_parameters, lr_at, token_budget
 
 LOG_FILE = "train_log.jsonl"
 EMA_FILE = "ema.safetensors"  # the run's moving average of its weights (train.ema_decay > 0)
@@ -165,9 +165,11 @@ def train_model(
         stream = samples
         samples = lambda start: stream  # noqa: E731 - consumed in order, never restarted
     cursor = _Cursor(samples)
-    # Counted before any wrapper shards the weights: the FLOP budget's 6 x N x tokens.
+    # Counted before any wrapper shards the weights: the FLOP budget's 6 x N x tokens, N the
+    # active trained parameters (a token skips an idle expert's or tower's weights).
     n_trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    tokens_allowed = token_budget(cfg, n_trained)
+    n_flop = flop_parameters(model)
+    tokens_allowed = token_budget(cfg, n_flop)
     torch.manual_seed(cfg.seed)  # seeds every CUDA device too
     # Model code is single-device: the whole model (and, through UnifiedModel._apply, its
     # tokenizers) moves to the training device; recipes build batches on the weights' device.
@@ -321,7 +323,8 @@ def train_model(
                 "seconds": seconds,
                 "tokens": tokens_seen,
                 "trained_parameters": n_trained,
-                "flops": 6 * n_trained * tokens_seen,
+                "flop_parameters": n_flop,
+                "flops": 6 * n_flop * tokens_seen,
                 "peak_rss_mb": peak_rss_mb(),
                 "nonfinite_total": bad_total,
                 "world_size": d.world_size,

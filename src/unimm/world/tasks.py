@@ -103,6 +103,14 @@ def make_sample(
     return Sample(segments, (1, 3, 5), task, meta)
 
 
+def ramp_max_objects(index: int, ramp: int, min_objects: int, max_objects: int) -> int:
+    """The most objects sample `index` may have under a linear curriculum of `ramp` samples:
+    equal shares of the ramp for each count from min_objects up, max_objects after it."""
+    if ramp <= 0 or index >= ramp:
+        return max_objects
+    return min_objects + (max_objects - min_objects + 1) * index // ramp
+
+
 def world_samples(
     split: str,
     seed: int,
@@ -113,16 +121,22 @@ def world_samples(
     max_objects: int = 4,
     start: int = 0,
     vqa_questions: int = 1,
+    object_ramp: int = 0,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
     vqa_questions: questions per VQA image (make_sample).
+    object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
+    has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
+    caption names what every object code shows, and reaches max_objects at sample object_ramp.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     heldout = heldout or "exclude"
+    if object_ramp < 0:
+        raise ValueError(f"object_ramp must be >= 0, got {object_ramp}")
     if split == "train" and heldout != "exclude":
         raise ValueError(
             "held-out colour-shape pairs never appear in training: use heldout='exclude'"
@@ -140,8 +154,7 @@ def world_samples(
     for i in count(start):
         rng = sample_rng(split, seed, i)
         task = rng.choices(names, probs)[0]
-        sample = make_sample(
-            task, rng, resolution, heldout, min_objects, max_objects, vqa_questions
-        )
+        most = ramp_max_objects(i, object_ramp, min_objects, max_objects)
+        sample = make_sample(task, rng, resolution, heldout, min_objects, most, vqa_questions)
         sample.meta["index"] = i
         yield sample
