@@ -133,6 +133,9 @@ def test_the_run_config_reaches_the_world_stream():
     samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 100))
     objects = [len(s.meta["scene"].objects) for s in samples]
     assert max(objects[:20]) == 1 and max(objects[80:]) == 4
+    cfg = get_run_config("tiny", ["train.vqa_yes_no_twins=true", "train.tasks=vqa:1"])
+    samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 40))
+    assert any(s.meta["qtypes"].count("exists") == 2 for s in samples)
     with pytest.raises(ValueError, match="object_curriculum_steps"):
         TrainConfig(object_curriculum_steps=-1)
 

@@ -131,3 +131,28 @@ def test_object_curriculum_grows_the_scenes_then_leaves_the_stream_alone():
     assert [s.segments[0].text for s in resumed] == [s.segments[0].text for s in ramped[150:155]]
     with pytest.raises(ValueError, match="object_ramp"):
         next(world_samples("train", 5, object_ramp=-1))
+
+
+def test_yes_no_twins_ask_the_other_answer_about_the_same_image():
+    from unimm.world.qa import answer_question
+
+    samples = list(islice(world_samples("train", 4, {"vqa": 1.0}, vqa_questions=3,
+                                        yes_no_twins=True), 300))  # fmt: skip
+    twins = 0
+    for s in samples:
+        turns = s.segments[1:]
+        assert s.targets == tuple(range(2, len(s.segments), 2))
+        qa = [(q.text, a.text) for q, a in zip(turns[::2], turns[1::2], strict=True)]
+        for q, a in qa:
+            assert answer_question(q, s.meta["scene"]) == a
+            assert not any(h in q or h in a for h in HELDOUT_TEXT)
+        qtypes = s.meta["qtypes"]
+        for i, t in enumerate(qtypes):
+            if t in ("exists", "position") and (i == 0 or qtypes[i - 1] != t):
+                # a yes/no question is followed by its twin (unless every pair is present)
+                if i + 1 < len(qtypes) and qtypes[i + 1] == t:
+                    assert {qa[i][1], qa[i + 1][1]} == {"yes", "no"}
+                    twins += 1
+    assert twins > 100
+    one = next(world_samples("train", 4, {"vqa": 1.0}, yes_no_twins=True))
+    assert len(one.segments) in (3, 5)  # one question, and its twin when it is a yes/no one

@@ -39,6 +39,10 @@ class TrainConfig:
     # conversation (one per question type, at most 5). An answer is 2 of a VQA sample's ~80
     # tokens, so k questions give about k times the answer gradient for little more compute.
     vqa_questions: int = 1
+    # True: each yes/no question about a VQA image of the built-in world ("is there ...?", "is
+    # the ... left of ...?") is followed by its twin with the other answer (unimm.world.qa.twin),
+    # so the pair differs only in what the image shows.
+    vqa_yes_no_twins: bool = False
     # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
     # model first meets lone objects, whose codes the caption names unambiguously.

@@ -98,6 +98,34 @@ def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
     return [rng.choice(pool)]
 
 
+def twin(qa: QA, scene: Scene, rng: random.Random, avoid_heldout: bool = True) -> QA | None:
+    """A yes/no question's twin about the same image with the other answer: for "is there a red
+    circle?" a pair that is absent (or present), for "is the red circle left of the blue
+    square?" the opposite relation between the same two objects. Asked side by side, the two
+    share the image and the prior, so only reading the image tells their answers apart. None
+    for other question types, or when no twin exists (every pair is present)."""
+    if qa.qtype == "exists":
+        pairs = scene.pairs()
+        if qa.answer == "no":
+            c, s = rng.choice(sorted(pairs))
+        else:
+            absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+            if avoid_heldout:
+                absent = [p for p in absent if p not in HELDOUT_PAIRS]
+            if not absent:
+                return None
+            c, s = rng.choice(absent)
+        return QA(f"is there {article(c)} {c} {s}?", "no" if qa.answer == "yes" else "yes",
+                  "exists", ((c, s),))  # fmt: skip
+    if qa.qtype == "position":
+        for rel in RELATIONS:
+            if f" {rel} the " in qa.question:
+                question = qa.question.replace(f" {rel} the ", f" {opposite(rel)} the ")
+                answer = "no" if qa.answer == "yes" else "yes"
+                return QA(question, answer, "position", qa.pairs)
+    return None
+
+
 def questions(
     scene: Scene, rng: random.Random, avoid_heldout: bool = True, qtypes: tuple[str, ...] = QTYPES
 ) -> list[QA]:
