@@ -78,6 +78,8 @@ def test_evaluate_a_run_on_held_out_data(tiny_run, held_out, tmp_path):
     assert 0 <= r["caption"]["f1"] <= 1 and len(r["caption"]["examples"]) == 5
     g = r["generation"]
     assert g["pool"] == 50 and 0 <= g["near_copies"] <= 1 and g["nearest_train_rms"] > 0
+    rt = g["retrieval"]
+    assert 0 <= rt["own_caption_auc"] <= 1 and "image tokenizer" in rt["feature_space"]
     assert json.loads((tmp_path / "e" / "user_data.json").read_text())["captioned_images"] == 6
     assert "token F1" in format_results(r)
 
@@ -91,6 +93,33 @@ def test_evaluate_a_run_on_held_out_data(tiny_run, held_out, tmp_path):
     model.generate_images = lambda prompts, n, seed, sampling=None: [[im] for im in train]
     g = evaluate_user_data(model, f"folder={held_out}", n=6, pool=50)["generation"]
     assert g["near_copies"] == 1.0 and g["nearest_train_rms"] == 0.0 and g["nearest_ratio"] == 0
+
+    # A model that draws each caption's own held-out image is retrieved perfectly.
+    real = [noise(k, 64) for k in range(6)]
+    model.generate_images = lambda prompts, n, seed, sampling=None: [
+        [real[int(p.split()[-1])]] for p in prompts
+    ]
+    rt = evaluate_user_data(model, f"folder={held_out}", n=6, pool=50)["generation"]["retrieval"]
+    assert rt["own_caption_auc"] == 1.0 and rt["top1"] == 1.0 and rt["pairs"] == 6
+
+
+def test_own_caption_scores():
+    import torch
+
+    from unimm.evaluate.retrieval import own_caption_scores
+
+    real = torch.eye(4)
+    assert own_caption_scores(real, real, list("abcd"))["own_caption_auc"] == 1.0
+    # every generation is nearest the next caption's image: own image beats the 2 others, loses
+    # to that one
+    shifted = 0.9 * torch.roll(real, 1, 0) + 0.3 * real
+    r = own_caption_scores(shifted, real, list("abcd"))
+    assert r["own_caption_auc"] == pytest.approx(2 / 3) and r["top1"] == 0.0
+    # a rival with the same caption is no rival: generations 1 and 3 are nearest an image of
+    # their own caption and now win outright (1.0), 0 and 2 still lose one of two (0.5)
+    assert own_caption_scores(shifted, real, list("aabb"))["own_caption_auc"] == 0.75
+    with pytest.raises(ValueError, match="same text"):
+        own_caption_scores(real, real, list("aaaa"))
 
 
 def test_eval_data_command(tiny_run, held_out, tmp_path, capsys):

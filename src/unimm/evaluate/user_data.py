@@ -9,7 +9,9 @@ Given held-out samples (any train.data source, read with the run's data policy):
   question against the data's own, exact match and token F1 after SQuAD's normalisation
   (lower case, no punctuation, no articles; Rajpurkar et al. 2016, arXiv 1606.05250);
 - generation: one image per caption, scored as a reconstruction of the real image (PSNR, SSIM:
-  low for any new image, a check that it is on the data's pictures at all), and a
+  low for any new image, a check that it is on the data's pictures at all), by whether it
+  lands nearer its own caption's image than other captions' images in the run's own feature
+  space (unimm.evaluate.retrieval; the report names the space), and by a
   nearest-neighbour memorisation check (Carlini et al. 2023, arXiv 2301.13188, in pixels):
   each generated image's RMS distance to the closest of `pool` training images (the run's own
   train.data), next to the same distance of the real held-out images. Generations much closer
@@ -173,6 +175,7 @@ def evaluate_user_data(
 
 def _generation(model, pairs, pool: int, seed: int, sampling, copy_rms: float) -> dict:
     from unimm.data.streams import images as image_stream
+    from unimm.evaluate.retrieval import retrieval_check
     from unimm.recipes.base import UnsupportedTask
 
     cfg = model.parts.config
@@ -187,7 +190,10 @@ def _generation(model, pairs, pool: int, seed: int, sampling, copy_rms: float) -
                                 cfg.data)  # fmt: skip
     train_images = np.stack(list(islice(image_stream(train_source), pool)))
     gen_nn, real_nn = nearest_rms(generated, train_images), nearest_rms(real, train_images)
+    captions = [t for _, t in pairs]
+    retrieval = retrieval_check(model, generated, real, captions) if len(set(captions)) > 1 else None
     return {
+        "retrieval": retrieval,
         "psnr_to_real": _mean([psnr(a, b) for a, b in zip(generated, real)]),
         "ssim_to_real": _mean([ssim(a, b) for a, b in zip(generated, real)]),
         "nearest_train_rms": float(np.median(gen_nn)),
@@ -226,4 +232,11 @@ def format_results(r: dict) -> str:
                 f"held-out images (ratio {g['nearest_ratio']:.2f}); near copies "
                 f"{100 * g['near_copies']:.0f} %"
             )
+            if g.get("retrieval"):
+                rt = g["retrieval"]
+                lines.append(
+                    f"generation vs own caption's image: AUC {rt['own_caption_auc']:.3f} (chance "
+                    f"0.5), top-1 {rt['top1']:.3f} of {rt['pairs']} (chance "
+                    f"{rt['chance_top1']:.3f}), in {rt['feature_space']}"
+                )
     return "\n".join(lines)
