@@ -191,7 +191,9 @@ def _generation(model, pairs, pool: int, seed: int, sampling, copy_rms: float) -
     train_images = np.stack(list(islice(image_stream(train_source), pool)))
     gen_nn, real_nn = nearest_rms(generated, train_images), nearest_rms(real, train_images)
     captions = [t for _, t in pairs]
-    retrieval = retrieval_check(model, generated, real, captions) if len(set(captions)) > 1 else None
+    retrieval = (
+        retrieval_check(model, generated, real, captions) if len(set(captions)) > 1 else None
+    )
     return {
         "retrieval": retrieval,
         "psnr_to_real": _mean([psnr(a, b) for a, b in zip(generated, real)]),

@@ -70,6 +70,18 @@ def block_causal_mask(block_ids: Tensor, pad: Tensor | None = None) -> Tensor:
     return padding_mask(pad, mask)
 
 
+def input_image_blocks(tokens: Tensor, boi_id: int, eoi_id: int) -> Tensor:
+    """(B, T) ids -> (B, T) block ids of the complete images in them: the k-th image's tokens
+    between its <boi> and <eoi> get k (from 1), everything else -1. An image opened but not
+    closed in `tokens` (one being generated) is no block: its codes stay causal."""
+    opens = (tokens == boi_id).long().cumsum(1)
+    closes = (tokens == eoi_id).long().cumsum(1)
+    # an image is complete when its <eoi> is in `tokens` too
+    total_closes = closes[:, -1:]
+    inside = (opens > closes) & (tokens != boi_id) & (opens <= total_closes)
+    return torch.where(inside, opens, torch.full_like(opens, -1))
+
+
 def full_mask(pad: Tensor) -> Tensor:
     """Bidirectional attention among non-padding tokens. pad: (B, T) bool -> (B, 1, T, T)."""
     T = pad.shape[-1]

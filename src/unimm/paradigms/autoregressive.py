@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unimm.model.attention import KVCache
-from unimm.model.masks import padding_mask
+from unimm.model.masks import block_causal_mask, input_image_blocks, padding_mask
 from unimm.paradigms.guidance import guide
 from unimm.paradigms.rng import Rng, categorical, check_rows
 
@@ -168,6 +168,7 @@ def generate(
     generator: Rng = None,
     use_cache: bool = True,
     pad_id: int = 0,
+    image_markers: tuple[int, int] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt by up to max_new_tokens tokens; returns only the new tokens.
 
@@ -184,6 +185,9 @@ def generate(
     stop_ids: a row stops after emitting one of these (the stop id is included in its output).
     Image generation = allowed_ids + max_new_tokens = codes per image + no stop ids.
     pad_id: any valid id; padded slots are masked, so its value does not change the result.
+    image_markers: (<boi>, <eoi>) ids of a model that reads its input images bidirectionally:
+    the tokens of each complete image in a prompt attend to each other (masks.block_causal_mask)
+    as in that model's training; generated tokens stay causal.
     generator: one stream for the batch, or `RowGenerators` with one generator per prompt (row i
     then samples the same tokens whatever its batch mates; guidance rows draw nothing).
     """
@@ -253,8 +257,19 @@ def generate(
         hidden = model(tokens[:, start:end], positions[:, start:end], mask, cache, True)
         return model.head(hidden[:, -1])
 
+    blocks = None
+    if image_markers is not None:
+        blocks = torch.full((R, total), -1, dtype=torch.long, device=device)
+        real = torch.where(valid[:, :P], tokens[:, :P], -1)  # pad_id may be a marker's id
+        blocks[:, :P] = input_image_blocks(real, *image_markers)
+
+    def prefix_mask(S: int) -> Tensor:  # (R, 1, S, S) over tokens[:, :S]
+        if blocks is None:
+            return padding_mask(pad[:, :S])
+        return block_causal_mask(blocks[:, :S], pad[:, :S])
+
     cache = model.make_cache(R, total - 1) if use_cache else None
-    logits = last_logits(0, P, padding_mask(pad[:, :P]), cache)
+    logits = last_logits(0, P, prefix_mask(P), cache)
     if allowed_ids is not None:
         allowed = _allowed_vector(allowed_ids, logits.shape[-1], logits.device)
     for t in range(max_new_tokens):
@@ -276,5 +291,5 @@ def generate(
             step_mask = valid[:, None, None, :S]  # (R, 1, 1, S): the new token sees non-padding
             logits = last_logits(S - 1, S, step_mask, cache)
         else:
-            logits = last_logits(0, S, padding_mask(pad[:, :S]), None)
+            logits = last_logits(0, S, prefix_mask(S), None)
     return [row[:n] for row, n in zip(new.tolist(), lengths.tolist(), strict=True)]

@@ -35,9 +35,10 @@ from unimm.checkpoint import (
 )
 from unimm.data.images import to_tensor, to_uint8
 from unimm.data.sample import Image, Sample, Segment, Text
-from unimm.data.sequence import TokenSequence, build_sequence, collate
+from unimm.data.sequence import TokenBatch, TokenSequence, build_sequence, collate
 from unimm.model.attention import KVCache
 from unimm.model.config import ModelConfig
+from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss, weighted_token_loss
 from unimm.paradigms.rng import Rng, Seed, make_rng
@@ -55,6 +56,7 @@ class ChameleonModel(UnifiedModel):
         super().__init__()
         self.parts = parts  # a plain container: tokenizers and config are not trained here
         self.copy_source = self.uses_copy_source(parts)
+        self.bidirectional_inputs = self.uses_bidirectional_inputs(parts)
         self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
@@ -104,6 +106,21 @@ class ChameleonModel(UnifiedModel):
                 "chameleon.copy_source is for the chameleon recipe with code_ids='after_text'"
             )
         return c.copy_source
+
+    @classmethod
+    def uses_bidirectional_inputs(cls, parts: Parts) -> bool:
+        """chameleon.bidirectional_inputs, for the chameleon recipe only (show-o and mmada
+        attend within every image already; janus reads its inputs through another encoder)."""
+        on = parts.config.chameleon.bidirectional_inputs
+        if on and cls.recipe != "chameleon":
+            raise ValueError("chameleon.bidirectional_inputs is for the chameleon recipe")
+        return on
+
+    def image_markers(self) -> tuple[int, int] | None:
+        """(<boi>, <eoi>) for generate() when input images are read bidirectionally."""
+        if not self.bidirectional_inputs:
+            return None
+        return self.text_tok.boi_id, self.text_tok.eoi_id
 
     @classmethod
     def uses_image_pos_embed(cls, parts: Parts) -> bool:
@@ -333,7 +350,7 @@ class ChameleonModel(UnifiedModel):
         seqs = self.build(samples, random.Random(seed))
         batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
-        logits = self.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
+        logits = self.train_logits(batch.ids[:, :-1], targets, self.train_mask(batch))
         is_image = batch.modality[:, 1:] == 1
         weights = self.target_weights(targets, mask, is_image)
         if weights is None:
@@ -370,9 +387,21 @@ class ChameleonModel(UnifiedModel):
             min=1e-6
         ) + c.text_loss_weight * text / text.sum().clamp(min=1e-6)
 
-    def train_logits(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def train_mask(self, batch: TokenBatch) -> torch.Tensor | None:
+        """The attention mask over the batch's inputs (ids[:, :-1]): None (causal) unless
+        chameleon.bidirectional_inputs, then the images that are not targets are blocks of
+        full attention. Right padding needs no mask: no real token attends to its right."""
+        if not self.bidirectional_inputs:
+            return None
+        read = (batch.image_block > 0) & ~batch.loss_mask
+        blocks = torch.where(read, batch.image_block, torch.full_like(batch.image_block, -1))
+        return block_causal_mask(blocks[:, :-1])
+
+    def train_logits(
+        self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits; one softmax over text and codes (Chameleon's shared head)."""
-        return self(inputs)
+        return self(inputs, mask=mask)
 
     # ----- inference ------------------------------------------------------------------------
 
@@ -414,6 +443,7 @@ class ChameleonModel(UnifiedModel):
             max_new_tokens,
             allowed_ids=self.text_ids(),
             stop_ids=[self.text_tok.eos_id],
+            image_markers=self.image_markers(),
             **self._decoding(sampling, rng),
         )
         eos = self.text_tok.eos_id
@@ -439,6 +469,7 @@ class ChameleonModel(UnifiedModel):
             uncond_prompts=uncond if sampling.cfg_scale != 1.0 else None,
             cfg_keep_ids=self.background_ids() if sampling.cfg_keep_background else None,
             allowed_ids=self.code_ids,
+            image_markers=self.image_markers(),
             **self._decoding(sampling, rng),
         )
         grid = self.ids_to_codes(torch.tensor(codes, device=self.device))

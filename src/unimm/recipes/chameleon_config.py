@@ -39,6 +39,11 @@ class ChameleonConfig:
     # place it is drawing, so "keep everything else" is a copy instead of something recalled
     # through attention. Images with no image before them (text-to-image) get nothing.
     copy_source: bool = False
+    # True: the codes of an image the model reads (a VQA or caption image, an edit's source:
+    # any image that is not a target) attend to each other in both directions, as in
+    # Transfusion's and Show-o's image blocks, so every code's state can hold the whole
+    # object; images the model draws stay causal (each code is a next-token target).
+    bidirectional_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.loss_pooling not in ("token", "modality"):

@@ -142,10 +142,10 @@ class JanusModel(ChameleonModel):
         placeholders = iter(self.understanding_ids(inputs))
         return [next(codes) if t else next(placeholders) for t in is_target]
 
-    def train_logits(self, inputs: Tensor, targets: Tensor) -> Tensor:
+    def train_logits(self, inputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         """Each target scored by its own head: codes by the generation head's softmax, text
         by the text head's (the other head's columns are masked out)."""
-        logits = self(inputs)  # (B, L, T + C)
+        logits = self(inputs, mask=mask)  # (B, L, T + C)
         is_code_col = torch.arange(logits.shape[-1], device=logits.device) >= self.image_offset
         wants_code = targets >= self.image_offset  # (B, L)
         return logits.masked_fill(is_code_col != wants_code[..., None], float("-inf"))
