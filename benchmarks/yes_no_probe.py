@@ -1,0 +1,59 @@
+"""Does a run's yes/no answer depend on the image? The log-odds of "yes" over "no" at the first
+answer token, teacher-forced, on the eval split's exists and position questions, grouped by the
+true answer. A model that reads the image gives the "yes" questions clearly higher log-odds than
+the "no" ones; equal means and a small spread mean the answer is one constant prior.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/yes_no_probe.py RUN [--questions 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from unimm.data.sequence import collate
+from unimm.evaluate.understanding import eval_samples
+from unimm.pipeline import load_checkpoint
+
+YES_NO = ("exists", "position")
+
+
+def log_odds(model, samples) -> dict[tuple[str, str], list[float]]:
+    yes, no = model.text_tok.encode("yes")[0], model.text_tok.encode("no")[0]
+    out: dict[tuple[str, str], list[float]] = {}
+    with torch.no_grad():
+        for i in range(0, len(samples), 32):
+            chunk = samples[i : i + 32]
+            batch = collate(model.build(chunk), model.text_tok.pad_id, device=model.device)
+            logits = model.train_logits(
+                batch.ids[:, :-1], batch.ids[:, 1:], model.train_mask(batch)
+            )
+            for r, s in enumerate(chunk):
+                pos = int(batch.loss_mask[r, 1:].nonzero()[0])  # the first answer token
+                lp = logits[r, pos].float().log_softmax(-1)
+                key = (s.meta["qtype"], s.segments[2].text)
+                out.setdefault(key, []).append((lp[yes] - lp[no]).item())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--questions", type=int, default=600, help="eval VQA samples to draw from")
+    args = ap.parse_args()
+    model, _ = load_checkpoint(args.run)
+    if not hasattr(model, "train_mask"):
+        raise SystemExit(f"{model.recipe}: the probe reads next-token logits (chameleon, janus)")
+    samples = eval_samples("vqa", "eval", args.questions, 0)
+    samples = [s for s in samples if s.meta["qtype"] in YES_NO]
+    print("| question type | truth | n | log-odds yes/no, mean | sd |")
+    print("|---|---|---|---|---|")
+    for (qtype, truth), v in sorted(log_odds(model, samples).items()):
+        print(f"| {qtype} | {truth} | {len(v)} | {statistics.mean(v):.3f} | "
+              f"{statistics.pstdev(v):.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
