@@ -136,6 +136,9 @@ def test_the_run_config_reaches_the_world_stream():
     cfg = get_run_config("tiny", ["train.vqa_yes_no_twins=true", "train.tasks=vqa:1"])
     samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 40))
     assert any(s.meta["qtypes"].count("exists") == 2 for s in samples)
+    cfg = get_run_config("tiny", ["train.vqa_where=true", "train.tasks=vqa:1"])
+    samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 20))
+    assert sum("where" in s.meta["qtypes"] for s in samples) >= 15
     with pytest.raises(ValueError, match="object_curriculum_steps"):
         TrainConfig(object_curriculum_steps=-1)
 

@@ -156,3 +156,28 @@ def test_yes_no_twins_ask_the_other_answer_about_the_same_image():
     assert twins > 100
     one = next(world_samples("train", 4, {"vqa": 1.0}, yes_no_twins=True))
     assert len(one.segments) in (3, 5)  # one question, and its twin when it is a yes/no one
+
+
+def test_where_questions_name_the_region_of_a_unique_pair():
+    from unimm.world.qa import REGIONS, region
+    from unimm.world.scene import Obj
+
+    assert region(Obj("circle", "red", 5, 60, 8), 64) == "bottom left"
+    assert region(Obj("circle", "red", 32, 32, 8), 64) == "center"
+    assert region(Obj("circle", "red", 63, 0, 8), 64) == "top right"
+    samples = list(islice(world_samples("train", 6, {"vqa": 1.0}, vqa_questions=3, where=True),
+                          300))  # fmt: skip
+    answers = set()
+    for s in samples:
+        turns = s.segments[1:]
+        qa = [(q.text, a.text) for q, a in zip(turns[::2], turns[1::2], strict=True)]
+        where = [(q, a) for q, a in qa if q.startswith("where is the ")]
+        assert len(where) <= 1 and s.meta["qtypes"].count("where") == len(where)
+        for q, a in where:
+            c, shape = q.removeprefix("where is the ").rstrip("?").split()
+            found = [o for o in s.meta["scene"].objects if o.pair == (c, shape)]
+            assert a == (region(found[0], 64) if found else "nowhere")
+            assert len(found) <= 1 and not any(h in q for h in HELDOUT_TEXT)
+            answers.add(a)
+    assert "nowhere" in answers and len(answers - {"nowhere"}) >= 6
+    assert answers <= {r for row in REGIONS for r in row} | {"nowhere"}

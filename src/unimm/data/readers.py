@@ -279,6 +279,7 @@ def build_source(
     vqa_questions: int = 1,
     object_ramp: int = 0,
     yes_no_twins: bool = False,
+    where: bool = False,
 ) -> Source:
     """`train.data` -> one source. spec maps `world` or a file source (see open_records) to a
     mixture weight; on the command line
@@ -299,6 +300,7 @@ def build_source(
                 vqa_questions=vqa_questions,
                 object_ramp=object_ramp,
                 yes_no_twins=yes_no_twins,
+                where=where,
             )
         else:
             src = open_records(entry, resolution, bad, data, seed, tasks).source(bad)

@@ -43,6 +43,10 @@ class TrainConfig:
     # the ... left of ...?") is followed by its twin with the other answer (unimm.world.qa.twin),
     # so the pair differs only in what the image shows.
     vqa_yes_no_twins: bool = False
+    # True: each VQA conversation about a world image also asks "where is the <colour> <shape>?"
+    # (a 3 x 3 region, or "nowhere"): grounding, whose answer a lone object's place already
+    # predicts, as a first step towards the yes/no questions (unimm.world.qa.where_question).
+    vqa_where: bool = False
     # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
     # model first meets lone objects, whose codes the caption names unambiguously.

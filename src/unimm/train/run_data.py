@@ -40,6 +40,7 @@ class RunData:
             # the ramp is in the global batch's samples: world_samples counts sample indices
             t.object_curriculum_steps * t.batch_size,
             t.vqa_yes_no_twins,
+            t.vqa_where,
         )
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:

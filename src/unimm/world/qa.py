@@ -126,6 +126,45 @@ def twin(qa: QA, scene: Scene, rng: random.Random, avoid_heldout: bool = True) -
     return None
 
 
+REGIONS: tuple[tuple[str, ...], ...] = (
+    ("top left", "top", "top right"),
+    ("left", "center", "right"),
+    ("bottom left", "bottom", "bottom right"),
+)
+
+
+def region(o: Obj, resolution: int) -> str:
+    """Where an object's centre lies on a 3 x 3 grid of the image, in words."""
+    col, row = (min(2, 3 * v // resolution) for v in (o.x, o.y))
+    return REGIONS[row][col]
+
+
+def where_question(
+    scene: Scene, rng: random.Random, avoid_heldout: bool = True, absent: float = 0.25
+) -> QA | None:
+    """A grounding question, for training: "where is the red circle?" answered with the region
+    of its centre, or "nowhere" (with probability `absent`) for a pair not in the scene. Unlike a
+    yes/no question, its answer is partly readable from the image alone (a lone object's
+    place), so it gives a first gradient to the circuit that finds a named object. Not one of
+    QTYPES: the VQA-scene benchmark does not ask it. None when no pair qualifies."""
+    pairs = scene.pairs()
+    if rng.random() < absent:
+        missing = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+        if avoid_heldout:
+            missing = [p for p in missing if p not in HELDOUT_PAIRS]
+        if missing:
+            c, s = rng.choice(missing)
+            return QA(f"where is the {c} {s}?", "nowhere", "where", ((c, s),))
+    unique = [o for o in scene.objects if pairs[o.pair] == 1]
+    if avoid_heldout:
+        unique = [o for o in unique if o.pair not in HELDOUT_PAIRS]
+    if not unique:
+        return None
+    o = rng.choice(unique)
+    answer = region(o, scene.resolution)
+    return QA(f"where is the {o.color} {o.shape}?", answer, "where", (o.pair,))
+
+
 def questions(
     scene: Scene, rng: random.Random, avoid_heldout: bool = True, qtypes: tuple[str, ...] = QTYPES
 ) -> list[QA]:

@@ -16,7 +16,7 @@ from unimm.data.sample import Image, Sample, Text
 from unimm.world.edits import edit
 from unimm.world.language import canonical_caption, caption
 from unimm.world.palette import HELDOUT_PAIRS
-from unimm.world.qa import QA, questions, twin
+from unimm.world.qa import QA, questions, twin, where_question
 from unimm.world.render import render
 from unimm.world.scene import HeldoutMode, Scene, sample_scene
 
@@ -54,12 +54,14 @@ def make_sample(
     max_objects: int = 4,
     vqa_questions: int = 1,
     yes_no_twins: bool = False,
+    where: bool = False,
 ) -> Sample:
     """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
     questions about a VQA image (one per question type, in random order) as the turns of one
     conversation: every answer is a target, for one image's worth of compute. yes_no_twins
     follows each yes/no question of that conversation by its twin with the other answer
-    (qa.twin)."""
+    (qa.twin). where adds a grounding turn ("where is the red circle?", qa.where_question) at a
+    random place in that conversation."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
@@ -69,13 +71,16 @@ def make_sample(
         return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
     if task == "caption":
         return Sample([image, Text(canonical_caption(scene))], (1,), task, {"scene": scene})
-    if task == "vqa" and (vqa_questions > 1 or yes_no_twins):
+    if task == "vqa" and (vqa_questions > 1 or yes_no_twins or where):
         qs = questions(scene, rng, avoid_heldout=avoid)[:vqa_questions]
         if not qs:
             raise ValueError(f"no question for scene {scene}")
         if yes_no_twins:
             twins = [twin(qa, scene, rng, avoid) for qa in qs]
             qs = [q for qa, t in zip(qs, twins, strict=True) for q in (qa, t) if q is not None]
+        grounding = where_question(scene, rng, avoid) if where else None
+        if grounding is not None:
+            qs.insert(rng.randint(0, len(qs)), grounding)
         segments: list = [image]
         for qa in qs:
             segments += [Text(qa.question), Text(qa.answer)]
@@ -129,12 +134,13 @@ def world_samples(
     vqa_questions: int = 1,
     object_ramp: int = 0,
     yes_no_twins: bool = False,
+    where: bool = False,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
-    vqa_questions, yes_no_twins: questions per VQA image (make_sample).
+    vqa_questions, yes_no_twins, where: questions per VQA image (make_sample).
     object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
     has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
     caption names what every object code shows, and reaches max_objects at sample object_ramp.
@@ -163,7 +169,7 @@ def world_samples(
         task = rng.choices(names, probs)[0]
         most = ramp_max_objects(i, object_ramp, min_objects, max_objects)
         sample = make_sample(
-            task, rng, resolution, heldout, min_objects, most, vqa_questions, yes_no_twins
+            task, rng, resolution, heldout, min_objects, most, vqa_questions, yes_no_twins, where
         )
         sample.meta["index"] = i
         yield sample
