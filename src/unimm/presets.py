@@ -109,8 +109,8 @@ def _small() -> RunConfig:
         # 8 % more time per step (docs/LOG.md, "Quality per CPU-minute").
         train=TrainConfig(steps=1200, max_seconds=420.0, optimizer="muon", vqa_questions=3),
         # background codes at 0.3 of an object code's weight in the loss: object-token loss
-        # 2.88 -> 2.64 and captions 0.34 -> 0.46 over seeds, drawing and VQA level (docs/LOG.md,
-        # "Third round of levers")
+        # 2.88 -> 2.64 on every seed, captions 0.34 -> 0.43 (3 seeds, within the spread), drawing
+        # and VQA level (docs/LOG.md, "Third round of levers")
         chameleon=ChameleonConfig(background_weight=0.3),
     )
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 from unimm.data.config import TEXT_COLUMNS, DataConfig
 from unimm.data.decode import BadRecord, decode_image
@@ -276,15 +277,13 @@ def build_source(
     bad: BadSamples,
     tasks: dict[str, float] | None = None,
     data: DataConfig | None = None,
-    vqa_questions: int = 1,
-    object_ramp: int = 0,
-    yes_no_twins: bool = False,
-    where: bool = False,
+    world: Mapping[str, Any] | None = None,
 ) -> Source:
     """`train.data` -> one source. spec maps `world` or a file source (see open_records) to a
     mixture weight; on the command line
     `train.data=world:0.5,folder=/data/export:0.3,wds=/data/shard-{000..009}.tar:0.2`, or one
-    source alone (`train.data=folder=/data/pets`, weight 1)."""
+    source alone (`train.data=folder=/data/pets`, weight 1). world: keyword options of the
+    built-in world's stream (unimm.world.tasks.world_samples: vqa_questions, object_ramp, ...)."""
     from unimm.world.tasks import world_samples
 
     sources: dict[str, tuple[Source, float]] = {}
@@ -293,14 +292,7 @@ def build_source(
             raise ValueError(f"train.data weight of {entry!r} must be a number >= 0, got {weight}")
         if entry == "world":
             src = lambda start: world_samples(  # noqa: E731
-                "train",
-                seed,
-                tasks,
-                start=start,
-                vqa_questions=vqa_questions,
-                object_ramp=object_ramp,
-                yes_no_twins=yes_no_twins,
-                where=where,
+                "train", seed, tasks, start=start, **(world or {})
             )
         else:
             src = open_records(entry, resolution, bad, data, seed, tasks).source(bad)

@@ -36,11 +36,13 @@ class RunData:
             self.bad,
             tasks or t.tasks,
             self.cfg.data,
-            t.vqa_questions,
-            # the ramp is in the global batch's samples: world_samples counts sample indices
-            t.object_curriculum_steps * t.batch_size,
-            t.vqa_yes_no_twins,
-            t.vqa_where,
+            world={
+                "vqa_questions": t.vqa_questions,
+                "yes_no_twins": t.vqa_yes_no_twins,
+                "where": t.vqa_where,
+                # the ramp is in the global batch's samples: world_samples counts sample indices
+                "object_ramp": t.object_curriculum_steps * t.batch_size,
+            },
         )
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:

@@ -23,6 +23,14 @@ class QA:
     pairs: tuple[Pair, ...] = ()
 
 
+def _absent_pairs(scene: Scene, avoid_heldout: bool) -> list[Pair]:
+    """Colour-shape pairs the scene does not hold (less the held-out ones when asked), in a
+    fixed order so that a seeded choice among them is reproducible."""
+    pairs = scene.pairs()
+    absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+    return [p for p in absent if p not in HELDOUT_PAIRS] if avoid_heldout else absent
+
+
 def _color_qs(scene: Scene) -> list[QA]:
     shapes = Counter(o.shape for o in scene.objects)
     return [
@@ -48,7 +56,7 @@ def _count_qs(scene: Scene, rng: random.Random) -> list[QA]:
         QA(f"how many {plural(s)} are there?", NUMBER_WORDS[shapes[s]], "count", ()) for s in SHAPES
     ]
     # coloured counts: every present pair plus one absent pair, so "zero" is not always shape-only
-    absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
+    absent = _absent_pairs(scene, avoid_heldout=False)
     asked = list(pairs) + ([rng.choice(absent)] if absent else [])
     qs += [
         QA(f"how many {c} {plural(s)} are there?", NUMBER_WORDS[pairs[(c, s)]], "count", ((c, s),))
@@ -59,9 +67,7 @@ def _count_qs(scene: Scene, rng: random.Random) -> list[QA]:
 
 def _exists_qs(scene: Scene, rng: random.Random, avoid_heldout: bool) -> list[QA]:
     pairs = scene.pairs()
-    absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
-    if avoid_heldout:
-        absent = [p for p in absent if p not in HELDOUT_PAIRS]
+    absent = _absent_pairs(scene, avoid_heldout)
     # answer balance: half yes, half no
     if rng.random() < 0.5 or not absent:
         c, s = rng.choice(sorted(pairs))
@@ -105,13 +111,10 @@ def twin(qa: QA, scene: Scene, rng: random.Random, avoid_heldout: bool = True) -
     share the image and the prior, so only reading the image tells their answers apart. None
     for other question types, or when no twin exists (every pair is present)."""
     if qa.qtype == "exists":
-        pairs = scene.pairs()
         if qa.answer == "no":
-            c, s = rng.choice(sorted(pairs))
+            c, s = rng.choice(sorted(scene.pairs()))
         else:
-            absent = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
-            if avoid_heldout:
-                absent = [p for p in absent if p not in HELDOUT_PAIRS]
+            absent = _absent_pairs(scene, avoid_heldout)
             if not absent:
                 return None
             c, s = rng.choice(absent)
@@ -149,9 +152,7 @@ def where_question(
     QTYPES: the VQA-scene benchmark does not ask it. None when no pair qualifies."""
     pairs = scene.pairs()
     if rng.random() < absent:
-        missing = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in pairs]
-        if avoid_heldout:
-            missing = [p for p in missing if p not in HELDOUT_PAIRS]
+        missing = _absent_pairs(scene, avoid_heldout)
         if missing:
             c, s = rng.choice(missing)
             return QA(f"where is the {c} {s}?", "nowhere", "where", ((c, s),))
