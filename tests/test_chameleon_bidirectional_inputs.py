@@ -96,3 +96,13 @@ def test_the_model_answers_and_the_option_is_refused_elsewhere():
     )
     with pytest.raises(ValueError, match="bidirectional_inputs"):
         ShowoModel(Parts(cfg, other.text_tok, other.image_tok))
+
+
+def test_training_refuses_the_option_for_other_recipes_before_any_tokenizer(tmp_path):
+    from unimm.pipeline import train_run
+
+    for bad in (["recipe=showo", "chameleon.bidirectional_inputs=true"],
+                ["recipe=janus", "chameleon.copy_source=true"]):  # fmt: skip
+        with pytest.raises(ValueError, match="is for the chameleon recipe"):
+            train_run(tmp_path / "run", "tiny", bad, progress=False)
+        assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -74,7 +74,7 @@ def train_run(
 
     cfg = get_run_config(preset, overrides)
     d = init_from_env(cfg.train.device)
-    recipe_class(cfg.recipe)  # fail on an unknown recipe before any training
+    recipe_class(cfg.recipe).check_config(cfg)  # unknown recipe, refused options: before training
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(torch.get_num_threads())

@@ -61,6 +61,11 @@ class UnifiedModel(nn.Module):
     uses_semantic_encoder: ClassVar[bool] = False
 
     @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse options this recipe cannot use; the pipeline calls it before any tokenizer
+        trains, so a wrong option costs no minutes. Raises ValueError."""
+
+    @classmethod
     def init_checkpoint(cls, config: Any) -> Path | None:
         """A trained checkpoint this run starts from (e.g. MetaQuery's pre-trained understanding
         model), whose text and image tokenizers the pipeline then reuses; None: train them."""

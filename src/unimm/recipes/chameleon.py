@@ -42,6 +42,7 @@ from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss, weighted_token_loss
 from unimm.paradigms.rng import Rng, Seed, make_rng
+from unimm.presets import RunConfig
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel, UnsupportedTask
 from unimm.recipes.code_prototypes import CodePrototypes
 from unimm.recipes.parts import Parts, load_parts, save_parts
@@ -55,8 +56,8 @@ class ChameleonModel(UnifiedModel):
     def __init__(self, parts: Parts):
         super().__init__()
         self.parts = parts  # a plain container: tokenizers and config are not trained here
-        self.copy_source = self.uses_copy_source(parts)
-        self.bidirectional_inputs = self.uses_bidirectional_inputs(parts)
+        self.copy_source = self.uses_copy_source(parts.config)
+        self.bidirectional_inputs = self.uses_bidirectional_inputs(parts.config)
         self.backbone = Transformer(self.backbone_config(parts))
         self.image_offset = parts.text.vocab_size
         self.image_tokens = parts.image.grid[0] * parts.image.grid[1]
@@ -76,7 +77,7 @@ class ChameleonModel(UnifiedModel):
         if self.copy_source:
             self.copy_embed = nn.Embedding(parts.image.codebook_size, parts.config.model.dim)
             nn.init.zeros_(self.copy_embed.weight)  # starts as the plain model
-        self.prototypes = self.uses_code_prototypes(parts)
+        self.prototypes = self.uses_code_prototypes(parts.config)
         if self.prototypes:
             self.code_prototypes = CodePrototypes(
                 parts.image.codebook_size, self.image_resolution // parts.image.grid[0]
@@ -89,18 +90,24 @@ class ChameleonModel(UnifiedModel):
             nn.init.zeros_(self.proto_out.weight)
 
     @classmethod
-    def uses_code_prototypes(cls, parts: Parts) -> bool:
+    def check_config(cls, config: RunConfig) -> None:
+        cls.uses_code_prototypes(config)
+        cls.uses_copy_source(config)
+        cls.uses_bidirectional_inputs(config)
+
+    @classmethod
+    def uses_code_prototypes(cls, config: RunConfig) -> bool:
         """Whether image codes get prototype-pixel features (chameleon.code_prototypes); only
         for the shared-vocabulary layout with codes after the text ids."""
-        c = parts.config.chameleon
+        c = config.chameleon
         if c.code_prototypes and c.code_ids != "after_text":
             raise ValueError("chameleon.code_prototypes needs chameleon.code_ids='after_text'")
         return c.code_prototypes
 
     @classmethod
-    def uses_copy_source(cls, parts: Parts) -> bool:
+    def uses_copy_source(cls, config: RunConfig) -> bool:
         """chameleon.copy_source, for this recipe's own vocabulary layout only."""
-        c = parts.config.chameleon
+        c = config.chameleon
         if c.copy_source and (cls.recipe != "chameleon" or c.code_ids != "after_text"):
             raise ValueError(
                 "chameleon.copy_source is for the chameleon recipe with code_ids='after_text'"
@@ -108,10 +115,10 @@ class ChameleonModel(UnifiedModel):
         return c.copy_source
 
     @classmethod
-    def uses_bidirectional_inputs(cls, parts: Parts) -> bool:
+    def uses_bidirectional_inputs(cls, config: RunConfig) -> bool:
         """chameleon.bidirectional_inputs, for the chameleon recipe only (show-o and mmada
         attend within every image already; janus reads its inputs through another encoder)."""
-        on = parts.config.chameleon.bidirectional_inputs
+        on = config.chameleon.bidirectional_inputs
         if on and cls.recipe != "chameleon":
             raise ValueError("chameleon.bidirectional_inputs is for the chameleon recipe")
         return on
