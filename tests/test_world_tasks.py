@@ -181,3 +181,51 @@ def test_where_questions_name_the_region_of_a_unique_pair():
             answers.add(a)
     assert "nowhere" in answers and len(answers - {"nowhere"}) >= 6
     assert answers <= {r for row in REGIONS for r in row} | {"nowhere"}
+
+
+def test_reasoned_answers_describe_the_scene_then_answer():
+    from unimm.evaluate.common import normalise_answer
+    from unimm.world.qa import ANSWER_MARK, answer_question
+
+    kinds = ("exists", "count")
+    stream = world_samples("train", 8, {"vqa": 0.7, "interleaved": 0.3}, vqa_questions=3,
+                           rationale=kinds)  # fmt: skip
+    plain = world_samples("train", 8, {"vqa": 0.7, "interleaved": 0.3}, vqa_questions=3)
+    reasoned = 0
+    for s, p in islice(zip(stream, plain, strict=True), 300):
+        # the same scenes and questions as without reasons: only the answers' text differs
+        assert [type(x) for x in s.segments] == [type(x) for x in p.segments]
+        assert s.meta.get("qtypes") == p.meta.get("qtypes")
+        scene = s.meta["target_scene"] if s.task == "interleaved" else s.meta["scene"]
+        for i in s.targets:
+            seg, ref = s.segments[i], p.segments[i]
+            if not isinstance(seg, Text):
+                continue
+            question = s.segments[i - 1].text
+            if ANSWER_MARK in seg.text:
+                description, _, answer = seg.text.rpartition(f". {ANSWER_MARK} ")
+                assert caption_matches(description, scene), seg.text
+                assert answer == ref.text == answer_question(question, scene)
+                assert normalise_answer(seg.text) == ref.text
+                reasoned += 1
+            else:
+                assert seg.text == ref.text
+                assert not any(question.startswith(k) for k in ("is there", "how many"))
+    assert reasoned > 200
+
+
+def test_reasons_only_where_a_caption_settles_the_answer():
+    from unimm.config import ConfigError, apply_overrides
+    from unimm.evaluate.common import normalise_answer
+    from unimm.train.config import TrainConfig
+    from unimm.world.qa import QA, with_rationale
+
+    with pytest.raises(ValueError, match="does not settle position"):
+        with_rationale(QA("is the red circle left of the blue square?", "yes", "position"), "x")
+    assert apply_overrides(TrainConfig(), ["vqa_rationale=exists"]).vqa_rationale == ("exists",)
+    with pytest.raises(ConfigError, match="a caption does not say where objects are"):
+        apply_overrides(TrainConfig(), ["vqa_rationale=exists,position"])
+    # evaluation scores a reasoned answer by the text after its last mark
+    assert normalise_answer("A red circle. Answer: Yes.") == "yes"
+    assert normalise_answer("answer: two. answer: three") == "three"
+    assert normalise_answer(" Two. ") == "two"

@@ -54,6 +54,11 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         raise ConfigError(f"config {where or cls.__name__}: {e}") from None
 
 
+def _args_are_str(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    return bool(args) and args[0] is str
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check `value` (already parsed: JSON or CLI) against type `tp`, converting where safe."""
     origin = typing.get_origin(tp)
@@ -78,6 +83,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
         return value
     if origin in (tuple, list):
+        if isinstance(value, str) and _args_are_str(tp):
+            value = [value]  # `key=a` on the command line: a list of one
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         args = typing.get_args(tp)

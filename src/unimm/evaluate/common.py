@@ -11,6 +11,7 @@ import numpy as np
 from unimm.progress import progress_bar
 from unimm.world.language import canonical_caption
 from unimm.world.palette import NUMBER_WORDS
+from unimm.world.qa import ANSWER_MARK
 from unimm.world.scene import Scene
 
 T = TypeVar("T")
@@ -25,8 +26,13 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 def normalise_answer(text: str) -> str:
-    """Lower case, single spaces, no trailing period: "Two." -> "two"."""
-    return " ".join(str(text).strip().lower().rstrip(".!").split())
+    """Lower case, single spaces, no trailing period: "Two." -> "two". A reasoned answer is
+    scored by what follows its last "answer:" ("a red circle. answer: yes" -> "yes"), the form
+    train.vqa_rationale teaches (unimm.world.qa.ANSWER_MARK)."""
+    text = str(text).lower()
+    if ANSWER_MARK in text:
+        text = text.rpartition(ANSWER_MARK)[2]
+    return " ".join(text.strip().rstrip(".!").split())
 
 
 def check_image(img: object, where: str) -> np.ndarray:

@@ -40,6 +40,7 @@ class RunData:
                 "vqa_questions": t.vqa_questions,
                 "yes_no_twins": t.vqa_yes_no_twins,
                 "where": t.vqa_where,
+                "rationale": t.vqa_rationale,
                 # the ramp is in the global batch's samples: world_samples counts sample indices
                 "object_ramp": t.object_curriculum_steps * t.batch_size,
             },

@@ -11,6 +11,13 @@ from unimm.world.phrases import article
 from unimm.world.scene import Obj, Pair, Scene, opposite, relation
 
 QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "position")
+# The question types whose answer the scene's caption settles, so that a model taught to
+# describe the image before it answers can read the answer off its own description (position:
+# captions do not say where objects are).
+RATIONALE_QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists")
+# What separates a reasoned answer's description from its final answer:
+# "a red circle and a blue square. answer: no". Evaluation scores the text after the last mark.
+ANSWER_MARK = "answer:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,19 @@ def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
         return []
     pool = yes if (rng.random() < 0.5 and yes) or not no else no
     return [rng.choice(pool)]
+
+
+def with_rationale(qa: QA, description: str) -> QA:
+    """The same question answered by first describing the image, then giving the answer.
+
+    Why: a yes/no question balanced half yes, half no has no answer that any feature of the
+    image alone, or of the question alone, predicts; only their match does, and a model trained
+    from scratch sits at chance on it for thousands of steps (docs/LOG.md, "Why yes/no stays at
+    chance"). Describing the image first is a skill with first-order signal (captioning), and
+    after it the match is between two texts in the context."""
+    if qa.qtype not in RATIONALE_QTYPES:
+        raise ValueError(f"a caption does not settle {qa.qtype} questions: {qa.question!r}")
+    return QA(qa.question, f"{description}. {ANSWER_MARK} {qa.answer}", qa.qtype, qa.pairs)
 
 
 def twin(qa: QA, scene: Scene, rng: random.Random, avoid_heldout: bool = True) -> QA | None:

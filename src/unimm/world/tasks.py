@@ -16,7 +16,7 @@ from unimm.data.sample import Image, Sample, Text
 from unimm.world.edits import edit
 from unimm.world.language import canonical_caption, caption
 from unimm.world.palette import HELDOUT_PAIRS
-from unimm.world.qa import QA, questions, twin, where_question
+from unimm.world.qa import QA, questions, twin, where_question, with_rationale
 from unimm.world.render import render
 from unimm.world.scene import HeldoutMode, Scene, sample_scene
 
@@ -55,17 +55,24 @@ def make_sample(
     vqa_questions: int = 1,
     yes_no_twins: bool = False,
     where: bool = False,
+    rationale: tuple[str, ...] = (),
 ) -> Sample:
     """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
     questions about a VQA image (one per question type, in random order) as the turns of one
     conversation: every answer is a target, for one image's worth of compute. yes_no_twins
     follows each yes/no question of that conversation by its twin with the other answer
     (qa.twin). where adds a grounding turn ("where is the red circle?", qa.where_question) at a
-    random place in that conversation."""
+    random place in that conversation. rationale: the question types whose answers (in VQA and
+    interleaved samples) first describe the image with its canonical caption, then give the
+    answer after qa.ANSWER_MARK (qa.with_rationale)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
     scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
+
+    def reasoned(qa: QA, about: Scene) -> QA:
+        return with_rationale(qa, canonical_caption(about)) if qa.qtype in rationale else qa
+
     image = Image(render(scene))
     if task == "t2i":
         return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
@@ -81,13 +88,14 @@ def make_sample(
         grounding = where_question(scene, rng, avoid) if where else None
         if grounding is not None:
             qs.insert(rng.randint(0, len(qs)), grounding)
+        qs = [reasoned(qa, scene) for qa in qs]
         segments: list = [image]
         for qa in qs:
             segments += [Text(qa.question), Text(qa.answer)]
         meta = {"scene": scene, "qtype": qs[0].qtype, "qtypes": [qa.qtype for qa in qs]}
         return Sample(segments, tuple(range(2, 2 * len(qs) + 1, 2)), task, meta)
     if task == "vqa":
-        qa = _pick_question(scene, rng, heldout)
+        qa = reasoned(_pick_question(scene, rng, heldout), scene)
         meta = {"scene": scene, "qtype": qa.qtype}
         return Sample([image, Text(qa.question), Text(qa.answer)], (2,), task, meta)
     while True:  # a rare scene admits no edit (full, and no object nameable uniquely)
@@ -101,7 +109,7 @@ def make_sample(
     meta = {"scene": scene, "target_scene": e.target, "edit_kind": e.kind, "edit_index": e.index}
     if task == "edit":
         return Sample([image, Text(e.instruction), target], (2,), task, meta)
-    qa = _pick_question(e.target, rng, heldout)
+    qa = reasoned(_pick_question(e.target, rng, heldout), e.target)
     meta["qtype"] = qa.qtype
     segments = [
         Text(caption(scene, rng)),
@@ -135,12 +143,14 @@ def world_samples(
     object_ramp: int = 0,
     yes_no_twins: bool = False,
     where: bool = False,
+    rationale: tuple[str, ...] = (),
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
-    vqa_questions, yes_no_twins, where: questions per VQA image (make_sample).
+    vqa_questions, yes_no_twins, where, rationale: the questions per VQA image and how they are
+    answered (make_sample).
     object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
     has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
     caption names what every object code shows, and reaches max_objects at sample object_ramp.
@@ -169,7 +179,16 @@ def world_samples(
         task = rng.choices(names, probs)[0]
         most = ramp_max_objects(i, object_ramp, min_objects, max_objects)
         sample = make_sample(
-            task, rng, resolution, heldout, min_objects, most, vqa_questions, yes_no_twins, where
+            task,
+            rng,
+            resolution,
+            heldout,
+            min_objects,
+            most,
+            vqa_questions,
+            yes_no_twins,
+            where,
+            rationale,
         )
         sample.meta["index"] = i
         yield sample
