@@ -50,9 +50,9 @@ def test_each_next_code_gets_the_previous_image_code_at_that_cell():
     assert torch.equal(got, want)  # nothing before the second image, nothing after its last code
 
 
-@pytest.mark.parametrize("use_pos2d", [True, False])
-def test_cached_generation_equals_recomputation(use_pos2d):
-    model = make_model(copy_source=True, image_pos_embed=use_pos2d)
+@pytest.mark.parametrize("use_pos2d,gate", [(True, False), (False, False), (True, True)])
+def test_cached_generation_equals_recomputation(use_pos2d, gate):
+    model = make_model(copy_source=True, image_pos_embed=use_pos2d, copy_gate=gate)
     with torch.no_grad():
         model.copy_embed.weight.normal_(0, 1.0)
     prompts = [edit_prompt(model, 4), model._prompt_ids([Text("a red circle")], "image")]
@@ -69,10 +69,10 @@ def test_cached_generation_equals_recomputation(use_pos2d):
 def test_an_edit_learns_to_copy_its_source():
     # Target = source, on fresh random images every step, so nothing can be memorised: only a
     # model that reads the source at the cell it draws can lower the target's loss.
-    def final_loss(copy: bool) -> float:
-        model = make_model(copy_source=copy).train()
+    def final_loss(copy: bool, gate: bool = False, steps: int = 80) -> float:
+        model = make_model(copy_source=copy, copy_gate=gate).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-        for step in range(80):
+        for step in range(steps):
             images = [Image(rand_image(100 + 4 * step + i)) for i in range(4)]
             batch = [Sample([im, Text("keep it"), im], (2,), "edit") for im in images]
             loss = model.loss(batch, torch.Generator().manual_seed(step))["loss"]
@@ -83,6 +83,37 @@ def test_an_edit_learns_to_copy_its_source():
 
     with_copy, without = final_loss(True), final_loss(False)
     assert with_copy < 0.1 * without, (with_copy, without)  # about 0.04 against 3.0
+    # the copy switch needs one scalar per position: far fewer steps
+    gated, plain = final_loss(True, gate=True, steps=20), final_loss(True, steps=20)
+    assert gated < 0.5 * plain, (gated, plain)  # about 0.04 against 3.1
+
+
+def test_the_copy_gate_mixes_a_point_mass_on_the_source_code_into_a_distribution():
+    model = make_model(copy_source=True, copy_gate=True)
+    with torch.no_grad():
+        model.copy_gate_proj.bias.fill_(0.5)
+    n, t = model.image_tokens, model.text_tok
+    first = torch.randint(0, model.image_tok.codebook_size, (n,))
+    second = torch.randint(0, model.image_tok.codebook_size, (n,))
+    ids = [t.bos_id, t.boi_id, *(first + model.image_offset).tolist(), t.eoi_id]
+    ids += [*t.encode("keep it"), t.boi_id, *(second + model.image_offset).tolist(), t.eoi_id]
+    with torch.no_grad():
+        out = model(torch.tensor([ids]))[0]
+        model.copy_gate = False
+        plain = model(torch.tensor([ids]))[0].float()
+    boi2 = len(ids) - n - 2
+    g = torch.sigmoid(torch.tensor(0.5))
+    for pos in range(boi2, boi2 + n):  # the positions that produce the second image's codes
+        src = model.image_offset + int(first[pos - boi2])
+        assert torch.allclose(out[pos].logsumexp(-1), torch.tensor(0.0), atol=1e-5)
+        p_plain = plain[pos].softmax(-1)
+        want = (1 - g) * p_plain
+        want[src] += g
+        assert torch.allclose(out[pos].exp(), want, atol=1e-6)
+    # elsewhere (the first image, which has no source, and the text) the plain logits
+    assert torch.equal(out[: boi2].float(), plain[: boi2])
+    with pytest.raises(ValueError, match="copy_gate needs chameleon.copy_source"):
+        make_model(copy_gate=True)
 
 
 def test_edit_sampling_runs_and_the_option_is_refused_elsewhere():

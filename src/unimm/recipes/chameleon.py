@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimm.checkpoint import (
@@ -77,6 +78,13 @@ class ChameleonModel(UnifiedModel):
         if self.copy_source:
             self.copy_embed = nn.Embedding(parts.image.codebook_size, parts.config.model.dim)
             nn.init.zeros_(self.copy_embed.weight)  # starts as the plain model
+        self.copy_gate = self.uses_copy_gate(parts.config)
+        if self.copy_gate:
+            self.copy_gate_proj = nn.Linear(parts.config.model.dim, 1)
+            nn.init.zeros_(self.copy_gate_proj.weight)
+            # g = sigmoid(-2) = 0.12 at the start: mostly the plain model, and a copy is
+            # already 0.12 likely wherever the source is a good guess
+            nn.init.constant_(self.copy_gate_proj.bias, -2.0)
         self.prototypes = self.uses_code_prototypes(parts.config)
         if self.prototypes:
             self.code_prototypes = CodePrototypes(
@@ -94,6 +102,7 @@ class ChameleonModel(UnifiedModel):
         cls.uses_code_prototypes(config)
         cls.uses_copy_source(config)
         cls.uses_bidirectional_inputs(config)
+        cls.uses_copy_gate(config)
 
     @classmethod
     def uses_code_prototypes(cls, config: RunConfig) -> bool:
@@ -113,6 +122,13 @@ class ChameleonModel(UnifiedModel):
                 "chameleon.copy_source is for the chameleon recipe with code_ids='after_text'"
             )
         return c.copy_source
+
+    @classmethod
+    def uses_copy_gate(cls, config: RunConfig) -> bool:
+        """chameleon.copy_gate: a copy switch at the output, on the copy_source machinery."""
+        if config.chameleon.copy_gate and not cls.uses_copy_source(config):
+            raise ValueError("chameleon.copy_gate needs chameleon.copy_source=true")
+        return config.chameleon.copy_gate
 
     @classmethod
     def uses_bidirectional_inputs(cls, config: RunConfig) -> bool:
@@ -203,6 +219,7 @@ class ChameleonModel(UnifiedModel):
         """The backbone with (row, col) embeddings added to image-code tokens (and the copy
         input, chameleon.copy_source). (B, T) ids."""
         x = self.token_embeddings(tokens)
+        source = None
         if self.pos2d or self.copy_source:
             before = self.images_seen(tokens, cache)
             if self.pos2d:
@@ -213,8 +230,26 @@ class ChameleonModel(UnifiedModel):
                 pos2d = self.image_row[index // w] + self.image_col[index % w]  # (B, T, D)
                 x = x + pos2d * is_image[..., None].to(x.dtype)
             if self.copy_source:
-                x = x + self.copied_source(tokens, before, cache)
-        return self._run_backbone(x, positions, mask, cache, return_hidden)
+                source = self.source_codes(tokens, before, cache)
+                codes, wanted = source
+                x = x + self.copy_embed(codes) * wanted[..., None].to(x.dtype)
+        if source is None or not self.copy_gate or return_hidden:
+            return self._run_backbone(x, positions, mask, cache, return_hidden)
+        hidden = self._run_backbone(x, positions, mask, cache, return_hidden=True)
+        return self.mix_copy(self.head(hidden), hidden, *source)
+
+    def mix_copy(
+        self, logits: torch.Tensor, hidden: torch.Tensor, codes: torch.Tensor, wanted: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T, V) log-probabilities of p = (1 - g) softmax(logits) + g [token = source code]
+        where `wanted` (the next token is an image code with a cell in a previous image), the
+        logits elsewhere; g = sigmoid(copy_gate(hidden)) (chameleon.copy_gate)."""
+        gate = self.copy_gate_proj(hidden).float().squeeze(-1)  # (B, T) gate logit
+        mixed = logits.float().log_softmax(-1) + F.logsigmoid(-gate)[..., None]  # log (1-g) p
+        ids = self.code_ids.to(codes.device)[codes][..., None]  # (B, T, 1) vocabulary ids
+        copied = torch.logaddexp(mixed.gather(-1, ids), F.logsigmoid(gate)[..., None])
+        mixed = mixed.scatter(-1, ids, copied)
+        return torch.where(wanted[..., None], mixed, logits.float())
 
     def images_seen(self, tokens: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """(B,) image tokens each row held before this chunk (0 without a cache; the KV cache
@@ -231,8 +266,18 @@ class ChameleonModel(UnifiedModel):
     ) -> torch.Tensor:
         """(B, T, D): at each position whose next token is an image code (an image's <boi> and
         its codes but the last), the copy embedding of the code that the previous image has
-        at that next cell; zero elsewhere (chameleon.copy_source). before: (B,) image tokens
-        ahead of this chunk (images_seen).
+        at that next cell; zero elsewhere (chameleon.copy_source)."""
+        codes, wanted = self.source_codes(tokens, before, cache)
+        out = self.copy_embed(codes)
+        return out * wanted[..., None].to(out.dtype)
+
+    def source_codes(
+        self, tokens: torch.Tensor, before: torch.Tensor, cache: KVCache | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, T) codes, (B, T) bool): at each position whose next token is an image code with
+        a cell in a previous image, the code that image has at that next cell. before: (B,)
+        image tokens ahead of this chunk (images_seen). Advances the cache's code table, so
+        call it once per chunk.
 
         Image tokens are counted across the sequence (and across cached chunks): the k-th image
         token overall is cell k % n of image k // n, n codes per image, so the next code's
@@ -257,9 +302,7 @@ class ChameleonModel(UnifiedModel):
         inside = is_image & (upto % n != 0)
         source = upto - n  # same cell, previous image
         wanted = (opens | inside) & (source >= 0)
-        src = table.gather(1, source.clamp(min=0, max=width))
-        out = self.copy_embed(src)
-        return out * wanted[..., None].to(out.dtype)
+        return table.gather(1, source.clamp(min=0, max=width)), wanted
 
     def _run_backbone(self, x, positions, mask, cache, return_hidden) -> torch.Tensor:
         if not self.prototypes:  # the backbone's own head is this model's head

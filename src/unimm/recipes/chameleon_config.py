@@ -39,6 +39,12 @@ class ChameleonConfig:
     # place it is drawing, so "keep everything else" is a copy instead of something recalled
     # through attention. Images with no image before them (text-to-image) get nothing.
     copy_source: bool = False
+    # True (with copy_source): a copy switch at the output (a pointer-generator's, See et al.,
+    # arXiv 1704.04368). Where the next token is an image code with a cell in the previous
+    # image, the model's distribution becomes (1 - g) softmax(logits) + g [code = the source
+    # code there], g = sigmoid(w . h + b) learned per position. Keeping a cell of an edit's
+    # source then costs one scalar instead of recalling its code among thousands.
+    copy_gate: bool = False
     # True: the codes of an image the model reads (a VQA or caption image, an edit's source:
     # any image that is not a target) attend to each other in both directions, as in
     # Transfusion's and Show-o's image blocks, so every code's state can hold the whole
