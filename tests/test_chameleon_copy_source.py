@@ -111,7 +111,7 @@ def test_the_copy_gate_mixes_a_point_mass_on_the_source_code_into_a_distribution
         want[src] += g
         assert torch.allclose(out[pos].exp(), want, atol=1e-6)
     # elsewhere (the first image, which has no source, and the text) the plain logits
-    assert torch.equal(out[: boi2].float(), plain[: boi2])
+    assert torch.equal(out[:boi2].float(), plain[:boi2])
     with pytest.raises(ValueError, match="copy_gate needs chameleon.copy_source"):
         make_model(copy_gate=True)
 
