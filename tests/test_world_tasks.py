@@ -185,9 +185,9 @@ def test_where_questions_name_the_region_of_a_unique_pair():
 
 def test_reasoned_answers_describe_the_scene_then_answer():
     from unimm.evaluate.common import normalise_answer
-    from unimm.world.qa import ANSWER_MARK, answer_question
+    from unimm.world.qa import ANSWER_MARK, answer_question, region
 
-    kinds = ("exists", "count")
+    kinds = ("exists", "count", "position")
     stream = world_samples("train", 8, {"vqa": 0.7, "interleaved": 0.3}, vqa_questions=3,
                            rationale=kinds)  # fmt: skip
     plain = world_samples("train", 8, {"vqa": 0.7, "interleaved": 0.3}, vqa_questions=3)
@@ -202,29 +202,35 @@ def test_reasoned_answers_describe_the_scene_then_answer():
             if not isinstance(seg, Text):
                 continue
             question = s.segments[i - 1].text
-            if ANSWER_MARK in seg.text:
-                description, _, answer = seg.text.rpartition(f". {ANSWER_MARK} ")
-                assert caption_matches(description, scene), seg.text
-                assert answer == ref.text == answer_question(question, scene)
-                assert normalise_answer(seg.text) == ref.text
-                reasoned += 1
-            else:
+            if ANSWER_MARK not in seg.text:
                 assert seg.text == ref.text
-                assert not any(question.startswith(k) for k in ("is there", "how many"))
-    assert reasoned > 200
+                assert question.startswith("what ")
+                continue
+            description, _, answer = seg.text.rpartition(f". {ANSWER_MARK} ")
+            assert answer == ref.text == answer_question(question, scene)
+            assert normalise_answer(seg.text) == ref.text
+            if question.startswith("is the "):  # position: each object and its region
+                placed = sorted(f"{o.color} {o.shape} at the {region(o, 64)}"
+                                for o in scene.objects)  # fmt: skip
+                named = description.replace(" and ", ", ").split(", ")
+                assert sorted(n.split(" ", 1)[1] for n in named) == placed
+            else:
+                assert caption_matches(description, scene), seg.text
+            reasoned += 1
+    assert reasoned > 250
 
 
-def test_reasons_only_where_a_caption_settles_the_answer():
+def test_reasons_only_where_a_description_settles_the_answer():
     from unimm.config import ConfigError, apply_overrides
     from unimm.evaluate.common import normalise_answer
     from unimm.train.config import TrainConfig
     from unimm.world.qa import QA, with_rationale
 
-    with pytest.raises(ValueError, match="does not settle position"):
-        with_rationale(QA("is the red circle left of the blue square?", "yes", "position"), "x")
+    with pytest.raises(ValueError, match="does not settle where"):
+        with_rationale(QA("where is the red circle?", "top", "where"), "x")
     assert apply_overrides(TrainConfig(), ["vqa_rationale=exists"]).vqa_rationale == ("exists",)
-    with pytest.raises(ConfigError, match="a caption does not say where objects are"):
-        apply_overrides(TrainConfig(), ["vqa_rationale=exists,position"])
+    with pytest.raises(ConfigError, match="takes question types among"):
+        apply_overrides(TrainConfig(), ["vqa_rationale=exists,where"])
     # evaluation scores a reasoned answer by the text after its last mark
     assert normalise_answer("A red circle. Answer: Yes.") == "yes"
     assert normalise_answer("answer: two. answer: three") == "three"

@@ -49,11 +49,13 @@ class TrainConfig:
     # (a 3 x 3 region, or "nowhere"): grounding, whose answer a lone object's place already
     # predicts, as a first step towards the yes/no questions (unimm.world.qa.where_question).
     vqa_where: bool = False
-    # Question types (of color, shape, count, exists) whose answers in the built-in world's VQA
-    # and interleaved samples first describe the image, then answer: "is there a red circle?" ->
-    # "a blue circle and a red square. answer: no" (unimm.world.qa.with_rationale). A yes/no
-    # answer then follows from the model's own caption instead of a match it cannot yet make.
-    # Evaluation scores the text after the last "answer:". CLI: train.vqa_rationale=exists,count
+    # Question types (of color, shape, count, exists, position) whose answers in the built-in
+    # world's VQA and interleaved samples first describe the image, then answer: "is there a red
+    # circle?" -> "a blue circle and a red square. answer: no"; a position question's
+    # description places each object ("a red circle at the top left and ..."). A yes/no answer
+    # then follows from the model's own description instead of a match it cannot yet make
+    # (unimm.world.qa.with_rationale). Evaluation scores the text after the last "answer:".
+    # CLI: train.vqa_rationale=exists,count
     vqa_rationale: tuple[str, ...] = ()
     # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
@@ -99,8 +101,8 @@ class TrainConfig:
             raise ValueError(f"train.vqa_questions must be 1 to 5, got {self.vqa_questions}")
         if bad := [q for q in self.vqa_rationale if q not in RATIONALE_QTYPES]:
             raise ValueError(
-                f"train.vqa_rationale takes question types among {list(RATIONALE_QTYPES)} "
-                f"(a caption does not say where objects are), got {bad}"
+                f"train.vqa_rationale takes question types among {list(RATIONALE_QTYPES)}, "
+                f"got {bad}"
             )
         if (self.max_tokens is not None and self.max_tokens <= 0) or (
             self.max_flops is not None and self.max_flops <= 0

@@ -7,14 +7,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 from unimm.world.palette import COLOR_NAMES, HELDOUT_PAIRS, NUMBER_WORDS, RELATIONS, SHAPES, plural
-from unimm.world.phrases import article
+from unimm.world.phrases import and_list, article
 from unimm.world.scene import Obj, Pair, Scene, opposite, relation
 
 QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "position")
-# The question types whose answer the scene's caption settles, so that a model taught to
-# describe the image before it answers can read the answer off its own description (position:
-# captions do not say where objects are).
-RATIONALE_QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists")
+# The question types a model can be taught to answer by describing the image first
+# (with_rationale): the caption settles colour, shape, count and exists questions, and a
+# description that places each object (grounded_description) settles most position ones.
+RATIONALE_QTYPES: tuple[str, ...] = ("color", "shape", "count", "exists", "position")
 # What separates a reasoned answer's description from its final answer:
 # "a red circle and a blue square. answer: no". Evaluation scores the text after the last mark.
 ANSWER_MARK = "answer:"
@@ -111,6 +111,23 @@ def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
     return [rng.choice(pool)]
 
 
+def grounded_description(scene: Scene) -> str:
+    """Every object with the 3 x 3 region of its centre, in reading order of the regions:
+    "a red circle at the top left and a blue square at the center". Two regions settle a
+    position question whenever they differ along its axis (88 % of the world's position
+    questions; the rest lie within one row or column of regions)."""
+
+    def cell(o: Obj) -> tuple[int, int, int, int]:
+        col, row = (min(2, 3 * v // scene.resolution) for v in (o.x, o.y))
+        return row, col, o.y, o.x
+
+    parts = [
+        f"{article(o.color)} {o.color} {o.shape} at the {region(o, scene.resolution)}"
+        for o in sorted(scene.objects, key=cell)
+    ]
+    return and_list(parts)
+
+
 def with_rationale(qa: QA, description: str) -> QA:
     """The same question answered by first describing the image, then giving the answer.
 
@@ -120,7 +137,7 @@ def with_rationale(qa: QA, description: str) -> QA:
     chance"). Describing the image first is a skill with first-order signal (captioning), and
     after it the match is between two texts in the context."""
     if qa.qtype not in RATIONALE_QTYPES:
-        raise ValueError(f"a caption does not settle {qa.qtype} questions: {qa.question!r}")
+        raise ValueError(f"a description does not settle {qa.qtype} questions: {qa.question!r}")
     return QA(qa.question, f"{description}. {ANSWER_MARK} {qa.answer}", qa.qtype, qa.pairs)
 
 

@@ -16,7 +16,14 @@ from unimm.data.sample import Image, Sample, Text
 from unimm.world.edits import edit
 from unimm.world.language import canonical_caption, caption
 from unimm.world.palette import HELDOUT_PAIRS
-from unimm.world.qa import QA, questions, twin, where_question, with_rationale
+from unimm.world.qa import (
+    QA,
+    grounded_description,
+    questions,
+    twin,
+    where_question,
+    with_rationale,
+)
 from unimm.world.render import render
 from unimm.world.scene import HeldoutMode, Scene, sample_scene
 
@@ -63,15 +70,20 @@ def make_sample(
     follows each yes/no question of that conversation by its twin with the other answer
     (qa.twin). where adds a grounding turn ("where is the red circle?", qa.where_question) at a
     random place in that conversation. rationale: the question types whose answers (in VQA and
-    interleaved samples) first describe the image with its canonical caption, then give the
-    answer after qa.ANSWER_MARK (qa.with_rationale)."""
+    interleaved samples) first describe the image, with its canonical caption or for position
+    questions qa.grounded_description, then give the answer after qa.ANSWER_MARK
+    (qa.with_rationale)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
     scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
 
     def reasoned(qa: QA, about: Scene) -> QA:
-        return with_rationale(qa, canonical_caption(about)) if qa.qtype in rationale else qa
+        if qa.qtype not in rationale:
+            return qa
+        if qa.qtype == "position":  # where things are: a description that places them
+            return with_rationale(qa, grounded_description(about))
+        return with_rationale(qa, canonical_caption(about))
 
     image = Image(render(scene))
     if task == "t2i":
