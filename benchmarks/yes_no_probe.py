@@ -3,6 +3,10 @@ answer token, teacher-forced, on the eval split's exists and position questions,
 true answer. A model that reads the image gives the "yes" questions clearly higher log-odds than
 the "no" ones; equal means and a small spread mean the answer is one constant prior.
 
+A run trained with train.vqa_rationale is probed in its own answer form: the true description
+is teacher-forced and the log-odds are read at the answer token after "answer:", so the probe
+says whether the model matches the question against a correct description.
+
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/yes_no_probe.py RUN [--questions 600]
 """
 
@@ -10,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from itertools import islice
 
 import torch
 
 from unimm.data.sequence import collate
-from unimm.evaluate.understanding import eval_samples
+from unimm.evaluate.common import normalise_answer
 from unimm.pipeline import load_checkpoint
+from unimm.world.tasks import world_samples
 
 YES_NO = ("exists", "position")
 
@@ -30,10 +36,12 @@ def log_odds(model, samples) -> dict[tuple[str, str], list[float]]:
             logits = model.train_logits(
                 batch.ids[:, :-1], batch.ids[:, 1:], model.train_mask(batch)
             )
+            targets = batch.ids[:, 1:]
+            is_answer = batch.loss_mask[:, 1:] & ((targets == yes) | (targets == no))
             for r, s in enumerate(chunk):
-                pos = int(batch.loss_mask[r, 1:].nonzero()[0])  # the first answer token
+                pos = int(is_answer[r].nonzero()[-1])  # the yes/no token (after any reasons)
                 lp = logits[r, pos].float().log_softmax(-1)
-                key = (s.meta["qtype"], s.segments[2].text)
+                key = (s.meta["qtype"], normalise_answer(s.segments[2].text))
                 out.setdefault(key, []).append((lp[yes] - lp[no]).item())
     return out
 
@@ -46,8 +54,9 @@ def main() -> None:
     model, _ = load_checkpoint(args.run)
     if not hasattr(model, "train_mask"):
         raise SystemExit(f"{model.recipe}: the probe reads next-token logits (chameleon, janus)")
-    samples = eval_samples("vqa", "eval", args.questions, 0)
-    samples = [s for s in samples if s.meta["qtype"] in YES_NO]
+    reasons = model.parts.config.train.vqa_rationale
+    stream = world_samples("eval", 0, {"vqa": 1.0}, "exclude", rationale=reasons)
+    samples = [s for s in islice(stream, args.questions) if s.meta["qtype"] in YES_NO]
     print("| question type | truth | n | log-odds yes/no, mean | sd |")
     print("|---|---|---|---|---|")
     for (qtype, truth), v in sorted(log_odds(model, samples).items()):
