@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# animal-mnist: the public data of benchmarks/new_user_trial.py and its test. --no-deps: it
+# declares tensorflow, which only its own loader needs; unimm reads its two files directly.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,serve]'
+	$(BIN)/pip install --quiet --no-deps animal-mnist==0.4
 	touch $(STAMP)
 
 quickstart: setup
