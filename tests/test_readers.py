@@ -161,3 +161,39 @@ def test_mixture_is_a_pure_function_of_the_index(folder):
         build_source({"s3=/x": 1.0}, seed=0, resolution=64, bad=BadSamples())
     with pytest.raises(ValueError, match="positive weight"):
         mixture({}, 0)
+
+
+def test_file_sources_are_read_in_a_fresh_seeded_order_each_epoch(folder):
+    from unimm.data.config import DataConfig
+    from unimm.data.readers import export_records
+
+    def stream(seed: int, shuffle: bool = True, n: int = 18) -> list:
+        src = build_source({f"unimm={folder}": 1.0}, seed, 64, BadSamples(),
+                           data=DataConfig(shuffle=shuffle))  # fmt: skip
+        return list(islice(src(0), n))
+
+    world = list(islice(world_samples("train", 0), 6))
+    good = [world[i] for i in (0, 2, 5)]  # lines 1, 3 and 4 of the folder are bad
+
+    def which(sample) -> int:
+        (k,) = [k for k, g in enumerate(good) if same(sample, g)]
+        return k
+
+    plain = jsonl_folder(folder, 64, BadSamples())
+    assert all(same(a, b) for a, b in zip(stream(0, shuffle=False), islice(plain(0), 18)))
+    orders = [[which(s) for s in stream(seed)] for seed in (0, 1)]
+    for order in orders:
+        epochs = [order[i : i + 6] for i in range(0, 18, 6)]
+        assert all(set(e) <= {0, 1, 2} for e in epochs)
+        assert len({tuple(e) for e in epochs}) > 1  # each epoch its own order
+    assert orders[0] != orders[1]  # and each seed
+    assert orders[0] == [which(s) for s in stream(0)]  # reproducible
+    src = build_source({f"unimm={folder}": 1.0}, 3, 64, BadSamples())
+    streams_agree(src, 14)  # resume and rank slicing stay exact, epochs included
+    # a shuffled record's label still names its line of the file
+    base = export_records(folder, 64)
+    shuffled = base.shuffled(5)
+    lines = (folder / "samples.jsonl").read_bytes().splitlines(keepends=True)
+    for i, raw in islice(shuffled.read(0), 12):
+        j, record = raw
+        assert record == lines[j] and shuffled.label(i, raw) == base.label(j, record)

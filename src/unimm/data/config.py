@@ -30,6 +30,11 @@ class DataConfig:
     min_size: int = 8  # an image with a side under this many pixels is skipped ("too small")
     # An image with more pixels is skipped ("too large") from its header, before it is decoded.
     max_pixels: int = 40_000_000
+    # Read file sources (export, imagefolder, LLaVA) in a fresh seeded order each epoch
+    # (Records.shuffled): files are often grouped by class or source, and in file order whole
+    # batches would hold one group. WebDataset shards stream in order: shuffle them when
+    # writing them, as WebDataset advises.
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         if self.resize not in ("center_crop", "pad", "stretch"):

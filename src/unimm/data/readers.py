@@ -158,7 +158,7 @@ def wds_records(
     def label(i: int, rec: object) -> str:
         return f"{Path(str(rec.get('__url__', ''))).name} {rec.get('__key__', i % total)}"
 
-    return Records(total, read, decode, label, str(urls), "WebDataset shards")
+    return Records(total, read, decode, label, str(urls), "WebDataset shards", seekable=False)
 
 
 def webdataset_shards(
@@ -295,7 +295,10 @@ def build_source(
                 "train", seed, tasks, start=start, **(world or {})
             )
         else:
-            src = open_records(entry, resolution, bad, data, seed, tasks).source(bad)
+            records = open_records(entry, resolution, bad, data, seed, tasks)
+            if (data is None or data.shuffle) and records.seekable:
+                records = records.shuffled(seed)
+            src = records.source(bad)
         sources[entry] = (src, float(weight))
     if len(sources) == 1:
         return next(iter(sources.values()))[0]

@@ -62,6 +62,41 @@ class Records:
     label: Callable[[int, object], str]
     where: str  # the path or shards, for messages
     kind: str  # the format, as `unimm train` and `unimm data check` name it
+    # read(j) starts at record j with one seek (line and array files); WebDataset shards stream
+    seekable: bool = True
+
+    def shuffled(self, seed: int) -> Records:
+        """The same records in a fresh seeded order each epoch: stream index i is record
+        perm_e[i mod n] of epoch e = i // n, so the stream stays a pure function of the index
+        (resume and rank slicing stay exact). Files are often grouped (by class, by source);
+        read in file order, whole batches would hold one group. Labels keep naming the file's
+        record."""
+        if not self.seekable:
+            raise ValueError(f"{self.kind} cannot be read out of order")
+        n, read, decode, label = self.n, self.read, self.decode, self.label
+        orders: dict[int, np.ndarray] = {}
+
+        def record(i: int) -> int:
+            epoch = i // n
+            if epoch not in orders:
+                orders.clear()  # one epoch's order at a time: n int64s
+                orders[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+            return int(orders[epoch][i % n])
+
+        def read_shuffled(start: int) -> Iterator[tuple[int, object]]:
+            for i in itertools.count(start):
+                j = record(i)
+                raw = next(iter(read(j)))[1]
+                yield i, (j, raw)
+
+        return Records(
+            n,
+            read_shuffled,
+            lambda i, jr: decode(i, jr[1]),
+            lambda i, jr: label(jr[0], jr[1]),
+            self.where,
+            self.kind,
+        )
 
     def source(self, bad: BadSamples) -> Source:
         def read(start: int) -> Iterator[Sample]:
