@@ -66,7 +66,9 @@ def test_export_round_trips_through_the_imagefolder_reader(animals, tmp_path):
     assert records.n == 30 and records.kind.startswith("imagefolder")
     bad = BadSamples()
     both = {"t2i": 1.0, "caption": 1.0}
-    samples = list(islice(build_source({f"imagefolder={folder}": 1.0}, 0, 64, bad, both)(0), 30))
+    in_order = DataConfig(shuffle=False)  # file order, to compare with the rows
+    source = build_source({f"imagefolder={folder}": 1.0}, 0, 64, bad, both, in_order)
+    samples = list(islice(source(0), 30))
     captions = [next(s.text for s in x.segments if isinstance(s, Text)) for x in samples]
     assert sorted(captions) == sorted(trial.CAPTION.format(c) for c in trial.CLASSES for _ in "abc")
     assert captions == [r["text"] for r in rows] and not bad
@@ -74,7 +76,7 @@ def test_export_round_trips_through_the_imagefolder_reader(animals, tmp_path):
     assert pixels.shape == (30, 64, 64, 3)  # 28 px, upscaled by data.resize
     colour = trial.colour_stats(pixels)
     assert colour["grey_share"] == 1.0 and colour["dark_share"] > 0.3  # white on black
-    again, texts = trial.read_back(folder, 64, DataConfig())
+    again, texts = trial.read_back(folder, 64, in_order)
     assert np.array_equal(again, pixels) and texts == captions
     r = check_source(f"folder={folder}", 64)
     assert (r["good"], r["bad"], r["images_upscaled"]) == (30, 0, 30)
