@@ -72,3 +72,22 @@ def save_image(pixels: np.ndarray, path: str | Path) -> None:
     from PIL import Image as PILImage
 
     PILImage.fromarray(pixels).save(path)
+
+
+def uniform_background(
+    images: np.ndarray, tolerance: int = 24, share: float = 0.6
+) -> tuple[int, int, int] | None:
+    """The colour of the images' empty canvas: the median colour of their one-pixel borders
+    when at least `share` of the border pixels lie within `tolerance` of it in every channel
+    (white for the world's scenes, black for white-on-black drawings); None when the borders
+    vary (photographs). images: (N, H, W, 3) uint8."""
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise ValueError(f"expected (N, H, W, 3) images, got shape {images.shape}")
+    border = np.concatenate(
+        [images[:, 0], images[:, -1], images[:, 1:-1, 0], images[:, 1:-1, -1]], axis=1
+    ).reshape(-1, 3)
+    colour = np.median(border, axis=0)
+    near = (np.abs(border.astype(np.int16) - colour) <= tolerance).all(axis=1)
+    if near.mean() < share:
+        return None
+    return tuple(int(round(v)) for v in colour)  # type: ignore[return-value]

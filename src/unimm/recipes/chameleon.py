@@ -322,11 +322,19 @@ class ChameleonModel(UnifiedModel):
         return x + extra * is_code[..., None].to(extra.dtype)
 
     def background_codes(self) -> list[int]:
-        """Codes (0-based) that a blank white image encodes to: what guidance leaves alone."""
+        """Codes (0-based) that an empty canvas of the tokenizer's data encodes to (white for
+        the world; VQConfig.background): what guidance leaves alone and background_weight
+        weighs. None when the data has no uniform background."""
         if getattr(self, "_background", None) is None:
-            size = self.image_resolution
-            blank = torch.ones(1, 3, size, size, device=self.device)  # white in [-1, 1]
-            self._background = sorted(set(self.image_tok.encode(blank).flatten().tolist()))
+            config = getattr(self.image_tok, "config", None)
+            colour = getattr(config, "background", (255, 255, 255))
+            if colour is None:
+                self._background = []
+            else:
+                size = self.image_resolution
+                rgb = torch.tensor(colour, dtype=torch.float32, device=self.device) / 127.5 - 1
+                blank = rgb.view(1, 3, 1, 1).expand(1, 3, size, size).contiguous()  # in [-1, 1]
+                self._background = sorted(set(self.image_tok.encode(blank).flatten().tolist()))
         return self._background
 
     def background_ids(self) -> list[int]:

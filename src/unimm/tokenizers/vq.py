@@ -48,9 +48,20 @@ class VQConfig:
     head: str = "linear"
     head_hidden: int = 0
     head_stages: int = 1  # "conv" only: number of 2x upsamplings (channels halve at each)
+    # The colour of an empty canvas in the data this tokenizer learned (RGB 0-255): what the
+    # codes of "nothing here" look like, for the loss's background weight and for guidance
+    # that leaves background alone. The world's is white; a tokenizer trained on user data
+    # takes the data's uniform border colour (unimm.data.images.uniform_background), None
+    # when the data has none.
+    background: tuple[int, int, int] | None = (255, 255, 255)
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.background is not None:
+            bg = tuple(self.background)
+            if len(bg) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in bg):
+                raise ValueError(f"background must be 3 integers 0-255 or None, got {bg}")
+            self.background = bg  # type: ignore[assignment]
         if self.resolution % self.patch:
             raise ValueError(
                 f"resolution ({self.resolution}) must be a multiple of patch ({self.patch})"
@@ -216,6 +227,7 @@ class VQTokenizer(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         cfg = asdict(self.config)
         cfg["fsq_levels"] = list(cfg["fsq_levels"])
+        cfg["background"] = None if cfg["background"] is None else list(cfg["background"])
         _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(cfg, indent=2)))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, p))

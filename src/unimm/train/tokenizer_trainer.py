@@ -26,14 +26,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unimm.data.images import to_tensor
+from unimm.data.images import to_tensor, uniform_background
 from unimm.progress import progress_bar
 from unimm.tokenizers.semantic_vq import ALIGNER_DIR, AlignConfig, CodeAligner, QuantisedEmbedder
 from unimm.tokenizers.vq import VQ_PRESETS, VQConfig, VQTokenizer
@@ -268,6 +268,9 @@ def train_vq(
         raise ValueError(f"align_weight must be >= 0, got {align_weight}")
     if curve_every is not None and images is not None and eval_images is None:
         raise ValueError("a curve on given images needs eval_images")
+    if images is not None:  # user data: its own empty canvas, if it has one, not the world's
+        background = None if eval_images is None else uniform_background(eval_images)
+        config = replace(config, background=background)
     torch.manual_seed(seed)
     rng = random.Random(f"vq-train-{seed}")
     tok = VQTokenizer(config)
