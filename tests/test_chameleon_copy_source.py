@@ -128,11 +128,14 @@ def test_a_finetune_can_switch_the_copy_on(tiny_run, tmp_path):
     from unimm.pipeline import finetune_run, load_checkpoint
 
     start, _ = load_checkpoint(tiny_run)
-    tuned = finetune_run(
-        tiny_run, tmp_path / "ft", ["chameleon.copy_source=true", "train.steps=1"], progress=False
-    )
-    assert tuned.copy_source and not start.copy_source
+    switch = ["chameleon.copy_source=true", "chameleon.copy_gate=true", "train.steps=1"]
+    tuned = finetune_run(tiny_run, tmp_path / "ft", switch, progress=False)
+    assert tuned.copy_source and tuned.copy_gate and not start.copy_source
     back, _ = load_checkpoint(tmp_path / "ft")
     assert back.copy_source and torch.equal(back.copy_embed.weight, tuned.copy_embed.weight)
+    assert torch.equal(back.copy_gate_proj.bias, tuned.copy_gate_proj.bias)
+    off = ["chameleon.copy_source=false", "chameleon.copy_gate=false"]
     with pytest.raises(ValueError, match="do not carry over"):  # and not off again
-        finetune_run(tmp_path / "ft", tmp_path / "ft2", ["chameleon.copy_source=false"])
+        finetune_run(tmp_path / "ft", tmp_path / "ft2", off)
+    with pytest.raises(ValueError, match="copy_gate needs chameleon.copy_source"):
+        finetune_run(tmp_path / "ft", tmp_path / "ft2", off[:1])

@@ -277,9 +277,11 @@ def finetune_run(
     return model
 
 
-# Options a finetune may switch on although they add weights: each adds zero-initialised ones
-# only, so the grown model computes exactly what the checkpoint computed until it trains.
-GROWING_OPTIONS = ("chameleon.copy_source=",)
+# Options a finetune may switch on although they add weights. copy_source adds zero-initialised
+# ones only, so the grown model computes exactly what the checkpoint computed until it trains;
+# copy_gate starts by moving 0.12 of the probability onto the source image's code where an
+# image follows another (text-to-image is untouched): an edit's finetune is what it is for.
+GROWING_OPTIONS = ("chameleon.copy_source=", "chameleon.copy_gate=")
 
 
 def _grown(model: UnifiedModel, parts: Parts) -> UnifiedModel:
