@@ -54,8 +54,11 @@ def test_sample_layouts():
             "vqa": ("ITT", (2,)),
             "edit": ("ITI", (2,)),
             "interleaved": ("TITITT", (1, 3, 5)),
+            "reason": ("TT", (1,)),
         }
         assert ("".join(kinds), s.targets) == want[s.task]
+        if s.task == "reason":
+            continue
         img = s.segments[1 if s.task in ("t2i", "interleaved") else 0]
         assert isinstance(img, Image) and np.array_equal(img.pixels, render(s.meta["scene"]))
         if s.task == "caption":
@@ -235,3 +238,19 @@ def test_reasons_only_where_a_description_settles_the_answer():
     assert normalise_answer("A red circle. Answer: Yes.") == "yes"
     assert normalise_answer("answer: two. answer: three") == "three"
     assert normalise_answer(" Two. ") == "two"
+
+
+def test_reason_samples_are_text_only_reasoned_answers():
+    from unimm.world.qa import ANSWER_MARK, answer_question
+
+    kinds = set()
+    for s in islice(world_samples("train", 9, {"reason": 1.0}), 200):
+        question, answer = (seg.text for seg in s.segments)
+        assert s.task == "reason" and s.targets == (1,)
+        assert all(isinstance(seg, Text) for seg in s.segments)
+        assert answer.rpartition(f" {ANSWER_MARK} ")[2] == answer_question(
+            question, s.meta["scene"]
+        )
+        assert not any(h in question or h in answer for h in HELDOUT_TEXT)
+        kinds.add(s.meta["qtype"])
+    assert kinds == {"count", "exists", "position"}
