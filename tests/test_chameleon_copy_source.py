@@ -139,3 +139,34 @@ def test_a_finetune_can_switch_the_copy_on(tiny_run, tmp_path):
         finetune_run(tmp_path / "ft", tmp_path / "ft2", off)
     with pytest.raises(ValueError, match="copy_gate needs chameleon.copy_source"):
         finetune_run(tmp_path / "ft", tmp_path / "ft2", off[:1])
+
+
+def test_copy_input_noise_touches_only_the_inputs_of_targets_with_a_source():
+    from unimm.data.sequence import collate
+
+    model = make_model(copy_source=True, copy_input_noise=0.5).train()
+    images = [Image(rand_image(40 + i)) for i in range(8)]
+    batch_samples = [Sample([im, Text("keep it"), im], (2,), "edit") for im in images]
+    batch_samples += [Sample([Text("a red circle"), images[0]], (1,), "t2i")]
+    batch = collate(model.build(batch_samples), model.text_tok.pad_id, device=model.device)
+    noisy = model.noisy_copy_inputs(batch, seed=3)
+    clean = batch.ids[:, :-1]
+    changed = noisy != clean
+    n = model.image_tokens
+    for r in range(len(batch_samples)):
+        codes = model.image_slots(clean[r]).nonzero().flatten()
+        if r == len(batch_samples) - 1:  # text-to-image: no source, nothing noised
+            assert not changed[r].any()
+            continue
+        source, target = codes[:n], codes[n:]
+        assert not changed[r, source].any()  # the source is read as it is
+        assert not changed[r, target[-1]]  # the last code predicts <eoi>, not a code
+        assert changed[r].sum() == changed[r, target[:-1]].sum()  # nothing else moves
+        assert model.image_slots(noisy[r, target]).all()  # still codes
+    share = changed.sum().item() / (8 * (n - 1))
+    assert 0.35 < share < 0.6, share  # about half (a random code can be the same code)
+    assert torch.equal(model.noisy_copy_inputs(batch, 3), noisy)  # seeded
+    model.eval()
+    assert torch.equal(model.noisy_copy_inputs(batch, 3), clean)
+    with pytest.raises(ValueError, match="copy_input_noise needs chameleon.copy_source"):
+        make_model(copy_input_noise=0.5)

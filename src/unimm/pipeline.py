@@ -240,12 +240,13 @@ def finetune_run(
     from unimm.config import ConfigError, apply_overrides
     from unimm.model.transformer import Transformer
 
-    allowed = ("train.", "data.", "model.max_seq_len=", *GROWING_OPTIONS)
+    allowed = ("train.", "data.", "model.max_seq_len=", *GROWING_OPTIONS, *TRAINING_ONLY_OPTIONS)
     wrong = [o for o in overrides or [] if not o.startswith(allowed)]
     if wrong:
         raise ConfigError(
             f"finetune only takes train.*, data.* and model.max_seq_len overrides (and "
-            f"{', '.join(o.rstrip('=') for o in GROWING_OPTIONS)}), got {wrong}"
+            f"{', '.join(o.rstrip('=') for o in GROWING_OPTIONS + TRAINING_ONLY_OPTIONS)}), "
+            f"got {wrong}"
         )
     model, _ = load_checkpoint(checkpoint)
     parts = model.parts
@@ -282,6 +283,8 @@ def finetune_run(
 # copy_gate starts by moving 0.12 of the probability onto the source image's code where an
 # image follows another (text-to-image is untouched): an edit's finetune is what it is for.
 GROWING_OPTIONS = ("chameleon.copy_source=", "chameleon.copy_gate=")
+# Recipe options that change only how training runs, not the weights: a finetune may set them.
+TRAINING_ONLY_OPTIONS = ("chameleon.copy_input_noise=",)
 
 
 def _grown(model: UnifiedModel, parts: Parts) -> UnifiedModel:

@@ -125,10 +125,13 @@ class ChameleonModel(UnifiedModel):
 
     @classmethod
     def uses_copy_gate(cls, config: RunConfig) -> bool:
-        """chameleon.copy_gate: a copy switch at the output, on the copy_source machinery."""
-        if config.chameleon.copy_gate and not cls.uses_copy_source(config):
-            raise ValueError("chameleon.copy_gate needs chameleon.copy_source=true")
-        return config.chameleon.copy_gate
+        """chameleon.copy_gate: a copy switch at the output, on the copy_source machinery (as
+        chameleon.copy_input_noise is, checked here too)."""
+        c = config.chameleon
+        for name, on in (("copy_gate", c.copy_gate), ("copy_input_noise", c.copy_input_noise)):
+            if on and not cls.uses_copy_source(config):
+                raise ValueError(f"chameleon.{name} needs chameleon.copy_source=true")
+        return c.copy_gate
 
     @classmethod
     def uses_bidirectional_inputs(cls, config: RunConfig) -> bool:
@@ -408,7 +411,8 @@ class ChameleonModel(UnifiedModel):
         seqs = self.build(samples, random.Random(seed))
         batch = collate(seqs, self.text_tok.pad_id, device=self.device)
         targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
-        logits = self.train_logits(batch.ids[:, :-1], targets, self.train_mask(batch))
+        inputs = self.noisy_copy_inputs(batch, seed)
+        logits = self.train_logits(inputs, targets, self.train_mask(batch))
         is_image = batch.modality[:, 1:] == 1
         weights = self.target_weights(targets, mask, is_image)
         if weights is None:
@@ -424,6 +428,30 @@ class ChameleonModel(UnifiedModel):
             # The loss is a mean over these; data-parallel training weights ranks by it.
             out["loss_tokens"] = mask.sum().float()
         return out
+
+    def noisy_copy_inputs(self, batch: TokenBatch, seed: int) -> torch.Tensor:
+        """The batch's inputs (ids[:, :-1]) with chameleon.copy_input_noise of the codes of
+        every target image that follows another image replaced by random codes (targets stay).
+
+        Why: teacher-forced, "the previous code equals the source's code there" is the best
+        cue that the next one does too, and an edit model learns to copy from it; sampling,
+        the first code it draws differently ends that cue and the rest of the image is redrawn
+        (measured: 0.99 of unchanged cells right teacher-forced, 0.77 copied greedily). With
+        noise in those inputs, copying has to rest on the instruction and the cell."""
+        inputs = batch.ids[:, :-1]
+        p = self.parts.config.chameleon.copy_input_noise
+        if p == 0 or not self.training:
+            return inputs
+        before = torch.zeros_like(inputs[:, 0])
+        _, has_source = self.source_codes(inputs, before, None)
+        # an input code of a target image with a source (has_source: its next token is a
+        # code with a source cell, so the last code of each image is never noised)
+        noisy = has_source & self.image_slots(inputs) & batch.loss_mask[:, :-1]
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        noisy &= (torch.rand(inputs.shape, generator=g) < p).to(inputs.device)
+        codes = torch.randint(0, len(self.code_ids), inputs.shape, generator=g)
+        random_ids = self.code_ids[codes].to(inputs.device)
+        return torch.where(noisy, random_ids, inputs)
 
     def target_weights(
         self, targets: torch.Tensor, mask: torch.Tensor, is_image: torch.Tensor

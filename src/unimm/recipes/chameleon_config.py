@@ -45,6 +45,11 @@ class ChameleonConfig:
     # code there], g = sigmoid(w . h + b) learned per position. Keeping a cell of an edit's
     # source then costs one scalar instead of recalling its code among thousands.
     copy_gate: bool = False
+    # Share of the input codes of a target image that follows another image (an edit's
+    # target) replaced by random codes in training (the targets stay): copying must then rest
+    # on the instruction and the cell, not on the previous code having been a copy, which
+    # sampling does not keep up (exposure bias). Needs copy_source.
+    copy_input_noise: float = 0.0
     # True: the codes of an image the model reads (a VQA or caption image, an edit's source:
     # any image that is not a target) attend to each other in both directions, as in
     # Transfusion's and Show-o's image blocks, so every code's state can hold the whole
@@ -55,6 +60,10 @@ class ChameleonConfig:
         if self.loss_pooling not in ("token", "modality"):
             raise ValueError(
                 f"chameleon.loss_pooling must be 'token' or 'modality', got {self.loss_pooling!r}"
+            )
+        if not 0.0 <= self.copy_input_noise < 1.0:
+            raise ValueError(
+                f"chameleon.copy_input_noise must be in [0, 1), got {self.copy_input_noise}"
             )
         weights = (self.text_loss_weight, self.image_loss_weight, self.background_weight)
         if min(weights) < 0:
