@@ -187,7 +187,8 @@ class MetaQueryModel(TransfusionModel):
         block = torch.where(is_query, torch.zeros_like(batch.image_block), batch.image_block)
         mask = self.attention_mask(block, batch.valid)
         hidden = self.backbone(None, mask=mask, return_hidden=True, embeds=x)  # (B, T, D)
-        feats = hidden[is_query].view(M_t, self.num_queries, -1)
+        # (an explicit width: a batch with no image to draw has M_t = 0 rows)
+        feats = hidden[is_query].view(M_t, self.num_queries, hidden.shape[-1])
         # The <eoi> closing a query block is not something to learn to predict.
         after_query = F.pad(is_query[:, :-1], (1, 0))
         batch = replace(batch, loss_mask=batch.loss_mask & ~after_query)
