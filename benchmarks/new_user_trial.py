@@ -115,9 +115,10 @@ def export_imagefolder(
     """Write a Hugging Face imagefolder: FOLDER/NNNNN.png (grey, the images' own size) and
     metadata.jsonl rows {file_name, text, label}.
 
-    Rows are shuffled (shuffle_seed) unless it is None: unimm reads a folder's records in
-    file order, epoch after epoch, so rows grouped by class would give it batches of one class
-    and an image tokenizer measured on bears alone. Returns the folder."""
+    Rows are shuffled (shuffle_seed) unless it is None, which keeps them grouped by class as
+    the package ships them: unimm reads file sources in a fresh seeded order each epoch
+    (data.shuffle), and a grouped export is the case that option exists for. Returns the
+    folder."""
     from PIL import Image as PILImage
 
     folder.mkdir(parents=True, exist_ok=True)
