@@ -23,6 +23,9 @@ from unimm.data.readers import BadSamples, build_source, open_records
 from unimm.data.records import within
 from unimm.data.sample import Image, Text
 
+# File order: these tests follow each record through its reader (training reads a fresh
+# seeded order each epoch, data.shuffle; tests/test_readers.py checks that).
+IN_ORDER = DataConfig(shuffle=False)
 CAPTIONS = ["a red kite", 'a "quoted", comma caption', "two\nlines", "café au lait", "fin"]
 
 
@@ -42,7 +45,7 @@ def test_every_format_round_trips(tmp_path):
     pairs = pairs_of()
     for entry, what in write_every_format(tmp_path, pairs).items():
         bad = BadSamples()
-        got = list(islice(build_source({entry: 1.0}, 0, 32, bad)(0), 2 * len(pairs)))
+        got = list(islice(build_source({entry: 1.0}, 0, 32, bad, data=IN_ORDER)(0), 2 * len(pairs)))
         for k, sample in enumerate(got):  # two epochs, in order
             image, text = as_pair(sample)
             assert np.array_equal(image, pairs[k % len(pairs)][0]), (what, k)
@@ -136,7 +139,9 @@ def test_llava_conversations(tmp_path):
             {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]},
     ]  # fmt: skip
     path = write_llava(tmp_path / "d" / "chat.json", records, {"a.png": a, "b.png": b})
-    got = list(islice(build_source({f"llava={path}": 1.0}, 0, 32, BadSamples())(0), 4))
+    got = list(
+        islice(build_source({f"llava={path}": 1.0}, 0, 32, BadSamples(), data=IN_ORDER)(0), 4)
+    )
     vqa, chat, first, text = got
     assert vqa.task == "vqa" and vqa.targets == (2,)
     assert np.array_equal(vqa.segments[0].pixels, a)
@@ -168,13 +173,13 @@ def test_bad_llava_records_are_counted(tmp_path):
     with path.open("a") as f:
         f.write("{broken\n")
     bad = BadSamples()
-    got = list(islice(build_source({f"folder={path}": 1.0}, 0, 32, bad)(0), 7))
+    got = list(islice(build_source({f"folder={path}": 1.0}, 0, 32, bad, data=IN_ORDER)(0), 7))
     assert [s.meta["index"] for s in got] == [6] * 7
     assert bad == {"malformed record": 3, "missing text": 2, "image not found": 1}
 
 
 def test_every_bad_image_kind_is_counted_by_every_image_reader(tmp_path):
-    cfg = DataConfig(max_pixels=100_000)
+    cfg = DataConfig(max_pixels=100_000, shuffle=False)
     good = np.zeros((32, 32, 3), np.uint8)
     files = {"good.png": png(good)} | {name: data for name, (data, _) in BAD_KINDS.items()}
     expected = BadSamples(reason for _, reason in BAD_KINDS.values())
