@@ -117,13 +117,12 @@ def grounded_description(scene: Scene) -> str:
     position question whenever they differ along its axis (88 % of the world's position
     questions; the rest lie within one row or column of regions)."""
 
-    def cell(o: Obj) -> tuple[int, int, int, int]:
-        col, row = (min(2, 3 * v // scene.resolution) for v in (o.x, o.y))
-        return row, col, o.y, o.x
+    def reading_order(o: Obj) -> tuple[int, int, int, int]:
+        return (*_region_cell(o, scene.resolution), o.y, o.x)
 
     parts = [
         f"{article(o.color)} {o.color} {o.shape} at the {region(o, scene.resolution)}"
-        for o in sorted(scene.objects, key=cell)
+        for o in sorted(scene.objects, key=reading_order)
     ]
     return and_list(parts)
 
@@ -173,9 +172,15 @@ REGIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+def _region_cell(o: Obj, resolution: int) -> tuple[int, int]:
+    """(row, column) of the 3 x 3 grid cell that holds an object's centre."""
+    col, row = (min(2, 3 * v // resolution) for v in (o.x, o.y))
+    return row, col
+
+
 def region(o: Obj, resolution: int) -> str:
     """Where an object's centre lies on a 3 x 3 grid of the image, in words."""
-    col, row = (min(2, 3 * v // resolution) for v in (o.x, o.y))
+    row, col = _region_cell(o, resolution)
     return REGIONS[row][col]
 
 

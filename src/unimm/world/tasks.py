@@ -57,6 +57,14 @@ def _pick_question(scene: Scene, rng: random.Random, heldout: HeldoutMode) -> QA
     return rng.choice(qs)
 
 
+def reasoned_answer(qa: QA, scene: Scene) -> QA:
+    """qa answered by describing the scene first (qa.with_rationale): where things are for a
+    position question (qa.grounded_description), the canonical caption otherwise."""
+    if qa.qtype == "position":
+        return with_rationale(qa, grounded_description(scene))
+    return with_rationale(qa, canonical_caption(scene))
+
+
 def make_sample(
     task: str,
     rng: random.Random,
@@ -84,12 +92,15 @@ def make_sample(
     scene = sample_scene(rng, resolution, min_objects, max_objects, heldout)
 
     def reasoned(qa: QA, about: Scene) -> QA:
-        if qa.qtype not in rationale:
-            return qa
-        if qa.qtype == "position":  # where things are: a description that places them
-            return with_rationale(qa, grounded_description(about))
-        return with_rationale(qa, canonical_caption(about))
+        return reasoned_answer(qa, about) if qa.qtype in rationale else qa
 
+    if task == "reason":  # text only: no image to render
+        qs = questions(scene, rng, avoid_heldout=avoid, qtypes=REASON_QTYPES)
+        if not qs:
+            raise ValueError(f"no question for scene {scene}")
+        qa = reasoned_answer(qs[0], scene)
+        meta = {"scene": scene, "qtype": qa.qtype}
+        return Sample([Text(qa.question), Text(qa.answer)], (1,), task, meta)
     image = Image(render(scene))
     if task == "t2i":
         return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
@@ -111,15 +122,6 @@ def make_sample(
             segments += [Text(qa.question), Text(qa.answer)]
         meta = {"scene": scene, "qtype": qs[0].qtype, "qtypes": [qa.qtype for qa in qs]}
         return Sample(segments, tuple(range(2, 2 * len(qs) + 1, 2)), task, meta)
-    if task == "reason":
-        qs = questions(scene, rng, avoid_heldout=avoid, qtypes=REASON_QTYPES)
-        if not qs:
-            raise ValueError(f"no question for scene {scene}")
-        qa = qs[0]
-        description = grounded_description(scene) if qa.qtype == "position" else None
-        qa = with_rationale(qa, description or canonical_caption(scene))
-        meta = {"scene": scene, "qtype": qa.qtype}
-        return Sample([Text(qa.question), Text(qa.answer)], (1,), task, meta)
     if task == "vqa":
         qa = reasoned(_pick_question(scene, rng, heldout), scene)
         meta = {"scene": scene, "qtype": qa.qtype}
