@@ -41,7 +41,8 @@ def test_each_next_code_gets_the_previous_image_code_at_that_cell():
         t.eoi_id,
     ]
     with torch.no_grad():
-        got = model.copied_source(torch.tensor([ids]), torch.zeros(1, dtype=torch.long), None)[0]
+        source = model.source_codes(torch.tensor([ids]), torch.zeros(1, dtype=torch.long), None)
+        got = model.copy_input(*source)[0]
     want = torch.zeros_like(got)
     boi2 = 2 + n + 1 + len(text)  # the second image's <boi>
     want[boi2] = model.copy_embed.weight[first[0]]

@@ -234,8 +234,7 @@ class ChameleonModel(UnifiedModel):
                 x = x + pos2d * is_image[..., None].to(x.dtype)
             if self.copy_source:
                 source = self.source_codes(tokens, before, cache)
-                codes, wanted = source
-                x = x + self.copy_embed(codes) * wanted[..., None].to(x.dtype)
+                x = x + self.copy_input(*source)
         if source is None or not self.copy_gate or return_hidden:
             return self._run_backbone(x, positions, mask, cache, return_hidden)
         hidden = self._run_backbone(x, positions, mask, cache, return_hidden=True)
@@ -264,13 +263,11 @@ class ChameleonModel(UnifiedModel):
             cache.state["image_tokens"] = before + self.image_slots(tokens).sum(1)
         return before
 
-    def copied_source(
-        self, tokens: torch.Tensor, before: torch.Tensor, cache: KVCache | None
-    ) -> torch.Tensor:
-        """(B, T, D): at each position whose next token is an image code (an image's <boi> and
-        its codes but the last), the copy embedding of the code that the previous image has
-        at that next cell; zero elsewhere (chameleon.copy_source)."""
-        codes, wanted = self.source_codes(tokens, before, cache)
+    def copy_input(self, codes: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """(B, T, D): at each position whose next token is an image code with a cell in a
+        previous image (an image's <boi> and its codes but the last), the copy embedding of
+        the code that image has at that next cell; zero elsewhere (chameleon.copy_source).
+        codes, wanted: source_codes()."""
         out = self.copy_embed(codes)
         return out * wanted[..., None].to(out.dtype)
 
