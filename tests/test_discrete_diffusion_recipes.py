@@ -221,3 +221,29 @@ def test_showo_understanding_with_the_kv_cache_reads_images_as_training_does():
     ids = torch.tensor([prompts[0]])
     causal = ChameleonModel.forward(model, ids)[0, -1]
     assert not torch.allclose(causal, model(ids, mask=model.attention_mask(ids))[0, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_background_weight_reweights_only_masked_background_slots(recipe):
+    model = make(recipe, background_weight=0.25)
+    bg = model.background_ids()[0]
+    obj = next(i for i in range(model.image_offset, model.image_offset + 64) if i != bg)
+    ids = torch.tensor([[bg, obj, bg, obj, 5]])
+    masked = torch.tensor([[True, True, True, False, False]])
+    logits = torch.randn(1, 5, model.parts.config.model.vocab_size)
+    ce = torch.nn.functional.cross_entropy(logits[0], ids[0], reduction="none")
+    # two masked background slots at 0.25 and one masked object slot at 1, as a weighted mean
+    expected = (0.25 * ce[0] + ce[1] + 0.25 * ce[2]) / 1.5
+    torch.testing.assert_close(model.masked_image_loss(logits, ids, masked), expected)
+    plain = make(recipe).masked_image_loss(logits, ids, masked)
+    torch.testing.assert_close(plain, ce[:3].mean())
+    # the training loss takes it: a different weight gives a different loss on the same batch
+    batch = samples(4)
+    weighted = model.loss(batch, torch.Generator().manual_seed(0))["loss_image"]
+    unweighted = make(recipe).loss(batch, torch.Generator().manual_seed(0))["loss_image"]
+    assert not torch.isclose(weighted, unweighted)
+
+
+def test_bad_background_weight_is_refused():
+    with pytest.raises(ValueError, match="diffusion.background_weight"):
+        get_run_config("tiny", ["recipe=showo", "diffusion.background_weight=-0.5"])

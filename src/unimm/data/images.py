@@ -91,3 +91,24 @@ def uniform_background(
     if near.mean() < share:
         return None
     return tuple(int(round(v)) for v in colour)  # type: ignore[return-value]
+
+
+def background_cells(images: np.ndarray, grid: tuple[int, int], tolerance: int = 24) -> np.ndarray:
+    """(N, gh * gw) bool, raster order: the cells of each image's gh x gw grid whose pixels all
+    lie within `tolerance` of that image's own empty-canvas colour (`uniform_background` of its
+    border); all False for an image without one. images: (N, H, W, 3) uint8, H and W
+    divisible by the grid. What the flow recipes' background weight down-weighs."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) images, got shape {images.shape}")
+    N, H, W, _ = images.shape
+    gh, gw = grid
+    if H % gh or W % gw:
+        raise ValueError(f"a {gh} x {gw} grid does not divide {H} x {W} images")
+    cells = np.zeros((N, gh * gw), dtype=bool)
+    for i, image in enumerate(images):
+        colour = uniform_background(image[None], tolerance)
+        if colour is None:
+            continue
+        near = (np.abs(image.astype(np.int16) - np.array(colour)) <= tolerance).all(-1)
+        cells[i] = near.reshape(gh, H // gh, gw, W // gw).all(axis=(1, 3)).reshape(-1)
+    return cells

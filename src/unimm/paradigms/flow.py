@@ -47,8 +47,14 @@ class FlowConfig:
     # Time shift s > 1 spends more steps near the noise end: sigma = 1 - t is mapped to
     # s sigma / (1 + (s - 1) sigma) (SD3's shift; BAGEL and Show-o2 sample with s = 3).
     shift: float = 1.0
+    # Weight of a target image's tokens whose patch is all background (the image's own
+    # uniform border colour), relative to the other tokens' 1.0, in the velocity loss's mean
+    # (unimm.paradigms.weighting; chameleon.background_weight's counterpart).
+    background_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.background_weight < 0:
+            raise ValueError(f"flow.background_weight must be >= 0, got {self.background_weight}")
         if self.time_sampling not in ("logit_normal", "uniform"):
             raise ValueError(
                 f"flow.time_sampling must be logit_normal or uniform, got {self.time_sampling!r}"
@@ -97,11 +103,18 @@ class FlowMatching:
         return xt, t, target
 
     @staticmethod
-    def loss(pred: Tensor, target: Tensor) -> Tensor:
-        """Mean squared error of predicted velocities (any shape, same as target)."""
+    def loss(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Mean squared error of predicted velocities (any shape, same as target). weight:
+        None = the plain mean; else one weight per token (pred's shape less its last
+        dimension), summing to 1: the weighted mean of the tokens' mean squared errors."""
         if pred.shape != target.shape:
             raise ValueError(f"velocity {tuple(pred.shape)} vs target {tuple(target.shape)}")
-        return (pred.float() - target.float()).pow(2).mean()
+        err = (pred.float() - target.float()).pow(2)
+        if weight is None:
+            return err.mean()
+        if weight.shape != pred.shape[:-1]:
+            raise ValueError(f"weight {tuple(weight.shape)} vs velocity {tuple(pred.shape)}")
+        return (err.mean(-1) * weight).sum()
 
 
 def guided_velocity(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:

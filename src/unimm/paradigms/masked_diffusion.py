@@ -247,7 +247,12 @@ class DiscreteDiffusionConfig:
     captions need at most 16 tokens with <eos>); image_steps / text_steps: default sampling
     steps; text_blocks: semi-autoregressive blocks for MMaDA text (1 = the whole answer at once;
     `SamplingConfig.text_blocks` overrides it per call);
-    confidence_noise: Gumbel noise on image confidences (annealed), text uses none (LLaDA)."""
+    confidence_noise: Gumbel noise on image confidences (annealed), text uses none (LLaDA);
+    background_weight: weight of masked image slots whose code is one a blank canvas encodes
+    to, relative to object codes' 1.0, in the image term's mean (chameleon.background_weight's
+    counterpart). A masked background slot is easy from its neighbours and most slots are
+    background, so at 1.0 the masked loss teaches mostly the background prior (docs/LOG.md,
+    "Discrete diffusion at the AR budget")."""
 
     image_schedule: str = "cosine"
     text_eps: float = 1e-3
@@ -256,8 +261,13 @@ class DiscreteDiffusionConfig:
     text_steps: int = 12
     text_blocks: int = 1
     confidence_noise: float = 1.0
+    background_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.background_weight < 0:
+            raise ValueError(
+                f"diffusion.background_weight must be >= 0, got {self.background_weight}"
+            )
         if self.image_schedule not in SCHEDULES:
             raise ValueError(f"unknown image_schedule {self.image_schedule!r}: use {SCHEDULES}")
         if self.answer_length < 2:

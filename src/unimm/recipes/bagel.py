@@ -62,6 +62,7 @@ class BagelBatch(TokenBatch):
     positions: Tensor  # (B, T) RoPE ids (a clean copy repeats its noisy image's ids)
     noise: Tensor  # (B, T) bool: noisy latents of images being generated = generation tokens
     context_pixels: list[np.ndarray]  # images read by the semantic encoder, in sequence order
+    gen_pixels: list[np.ndarray]  # images being generated, in sequence order
 
 
 def split_noise(
@@ -189,7 +190,13 @@ class BagelModel(TransfusionModel):
             pos_t[b, : len(pos)] = torch.tensor(pos, dtype=torch.long)
             noise_t[b, : len(flags)] = torch.tensor(flags, dtype=torch.bool)
         common = {f.name: getattr(batch, f.name) for f in fields(TokenBatch)}
-        out = BagelBatch(**common, positions=pos_t, noise=noise_t, context_pixels=context_pixels)
+        out = BagelBatch(
+            **common,
+            positions=pos_t,
+            noise=noise_t,
+            context_pixels=context_pixels,
+            gen_pixels=gen_pixels,
+        )
         return out, self.encode_images(gen_pixels)
 
     def training_mask(self, batch: BagelBatch) -> Tensor:
@@ -223,7 +230,10 @@ class BagelModel(TransfusionModel):
         M = t.shape[0]
         if M:
             pred = self.image_velocity(hidden[batch.noise].view(M, self.image_tokens, -1), t)
-            loss_image = self.flow.loss(pred, velocity)
+            every = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
+            weight = self.velocity_weights(batch.gen_pixels, every)
+            weight = None if weight is None else weight.view(pred.shape[:-1])
+            loss_image = self.flow.loss(pred, velocity, weight)
         else:
             loss_image = hidden.sum() * 0
         loss = loss_text + self.parts.config.flow.image_loss_weight * loss_image

@@ -43,6 +43,7 @@ from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, next_token_loss, weighted_token_loss
 from unimm.paradigms.rng import Rng, Seed, make_rng
+from unimm.paradigms.weighting import background_weighted
 from unimm.presets import RunConfig
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel, UnsupportedTask
 from unimm.recipes.code_prototypes import CodePrototypes
@@ -340,6 +341,10 @@ class ChameleonModel(UnifiedModel):
     def background_ids(self) -> list[int]:
         return self.code_ids[self.background_codes()].tolist()
 
+    def is_background(self, ids: torch.Tensor) -> torch.Tensor:
+        """(same shape as ids) bool: ids that are background codes (background_ids)."""
+        return torch.isin(ids, torch.tensor(self.background_ids(), device=ids.device))
+
     def image_grid_index(
         self, tokens: torch.Tensor, seen: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -458,13 +463,10 @@ class ChameleonModel(UnifiedModel):
         c = self.parts.config.chameleon
         if c.loss_pooling == "token" and c.background_weight == 1.0:
             return None
-        w = mask.float()
-        if c.background_weight != 1.0:
-            background = torch.tensor(self.background_ids(), device=targets.device)
-            is_bg = torch.isin(targets, background) & is_image
-            w = torch.where(is_bg, w * c.background_weight, w)
+        is_bg = self.is_background(targets) & is_image
         if c.loss_pooling == "token":
-            return w / w.sum().clamp(min=1e-6)
+            return background_weighted(mask, is_bg, c.background_weight)
+        w = mask.float().masked_fill(is_bg & mask, c.background_weight)
         image, text = w * is_image, w * ~is_image
         return c.image_loss_weight * image / image.sum().clamp(
             min=1e-6

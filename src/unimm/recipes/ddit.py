@@ -50,6 +50,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -188,6 +189,13 @@ class DDiTModel(TransfusionModel):
     def build(self, samples: list[Sample], rng: random.Random) -> tuple[TokenBatch, Tensor]:
         """Collated training sequences (image slots hold the pad id; a text target is padded
         to the answer block) and the (M, N, d) latents of their images in sequence order."""
+        batch, pixels = self.build_with_pixels(samples, rng)
+        return batch, self.encode_images(pixels)
+
+    def build_with_pixels(
+        self, samples: list[Sample], rng: random.Random
+    ) -> tuple[TokenBatch, list[np.ndarray]]:
+        """`build` with the images' pixels in sequence order instead of their latents."""
         tok, L = self.text_tok, self.diffusion.answer_length
         slots = [tok.pad_id] * self.image_tokens
         seqs, pixels = [], []
@@ -200,11 +208,12 @@ class DDiTModel(TransfusionModel):
             seqs.append(seq)
             pixels += images
         max_len = self.parts.config.model.max_seq_len
-        return collate(seqs, tok.pad_id, max_len, self.device), self.encode_images(pixels)
+        return collate(seqs, tok.pad_id, max_len, self.device), pixels
 
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
-        batch, x1 = self.build(samples, random.Random(seed))
+        batch, pixels = self.build_with_pixels(samples, random.Random(seed))
+        x1 = self.encode_images(pixels)
         g = torch.Generator().manual_seed(seed)
         N = self.image_tokens
         is_image = batch.modality == IMAGE  # (B, T)
@@ -229,7 +238,9 @@ class DDiTModel(TransfusionModel):
 
         if bool(target.any()):
             pred = self.image_velocity(hidden[is_image].view(M, N, -1), t)[target]
-            loss_image = self.flow.loss(pred, velocity[target])
+            weight = self.velocity_weights(pixels, target[:, None].expand(M, N))
+            weight = None if weight is None else weight.view(pred.shape[:-1])
+            loss_image = self.flow.loss(pred, velocity[target], weight)
         else:
             loss_image = hidden.sum() * 0
         rows = text_slots.any(1)  # the head only where there is text to score

@@ -37,7 +37,7 @@ from unimm.paradigms.diffusion_head import (
 from unimm.paradigms.rng import Rng, rand
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.parts import Parts
-from unimm.recipes.transfusion import TransfusionModel
+from unimm.recipes.transfusion import TransfusionModel, image_pixels
 
 
 class DiffusionHeadModel(TransfusionModel):
@@ -72,7 +72,9 @@ class DiffusionHeadModel(TransfusionModel):
             mul = self.parts.config.head.head_batch_mul
             z = hidden[is_image].view(M, N, -1)[masked].repeat(mul, 1)  # (K * mul, D)
             xt, t, velocity = self.flow.noise(x1[masked].repeat(mul, 1), generator)
-            loss_image = self.flow.loss(self.head(xt, t, z), velocity)
+            weight = self.velocity_weights(image_pixels(samples), masked)
+            weight = None if weight is None else weight.repeat(mul) / mul
+            loss_image = self.flow.loss(self.head(xt, t, z), velocity, weight)
         else:
             loss_image = hidden.sum() * 0.0
         loss = loss_text + self.parts.config.flow.image_loss_weight * loss_image

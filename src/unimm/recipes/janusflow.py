@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unimm.data.images import to_tensor
-from unimm.data.sample import Image, Sample
+from unimm.data.sample import Sample
 from unimm.data.sequence import IMAGE
 from unimm.model.masks import padding_mask
 from unimm.recipes.parts import Parts
-from unimm.recipes.transfusion import TransfusionModel
+from unimm.recipes.transfusion import TransfusionModel, image_pixels
 from unimm.tokenizers.pixel_patches import patchify
 from unimm.tokenizers.vit_blocks import Transformer as ViT
 
@@ -134,7 +134,7 @@ class JanusFlowModel(TransfusionModel):
     def loss(self, samples: list[Sample], generator: torch.Generator | None = None) -> dict:
         seed = int(torch.randint(0, 2**31, (1,), generator=generator))
         batch, x1 = self.layout(samples, random.Random(seed))
-        pixels = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
+        pixels = image_pixels(samples)
         is_image = batch.modality == IMAGE
         M, N, D = x1.shape[0], self.image_tokens, self.parts.config.model.dim
         target = batch.loss_mask[is_image].view(M, N)[:, 0]  # (M,)
@@ -164,7 +164,9 @@ class JanusFlowModel(TransfusionModel):
         loss = loss_text
         if bool(target.any()):
             pred = self.image_out(hidden[is_image].view(M, N, D)[target])
-            loss_image = self.flow.loss(pred, velocity)
+            weight = self.velocity_weights(pixels, target[:, None].expand(M, N))
+            weight = None if weight is None else weight.view(pred.shape[:-1])
+            loss_image = self.flow.loss(pred, velocity, weight)
             loss = loss + self.parts.config.flow.image_loss_weight * loss_image
             out["loss_image"] = loss_image.detach()
         if captured:

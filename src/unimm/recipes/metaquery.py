@@ -223,7 +223,16 @@ class MetaQueryModel(TransfusionModel):
             )
             cond = torch.where(drop[:, None, None], self.null_cond.to(cond.dtype), cond)
             xt, t, velocity = self.flow.noise(x1, generator)
-            loss_image = self.flow.loss(self.decoder(xt, t, cond), velocity)
+            drawn = [
+                seg.pixels
+                for sample in samples
+                for i, seg in enumerate(sample.segments)
+                if isinstance(seg, Image) and i in sample.targets
+            ]
+            every = torch.ones(x1.shape[:-1], dtype=torch.bool, device=x1.device)
+            weight = self.velocity_weights(drawn, every)
+            weight = None if weight is None else weight.view(x1.shape[:-1])
+            loss_image = self.flow.loss(self.decoder(xt, t, cond), velocity, weight)
             loss = loss + self.parts.config.flow.image_loss_weight * loss_image
             out["loss_image"] = loss_image.detach()
         out["loss"] = loss

@@ -26,7 +26,6 @@ from unimm.data.sample import Sample, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenSequence, collate
 from unimm.model.masks import full_mask
 from unimm.paradigms.masked_diffusion import (
-    masked_token_loss,
     sample_image_mask,
     sample_text_mask,
     text_diffusion_loss,
@@ -94,7 +93,7 @@ class MMaDAModel(ShowoModel):
         logits = self(inputs, mask=self.attention_mask(inputs, ~batch.valid))  # (B, T, V)
         parts = {}
         if image_masked.any():
-            parts["loss_image"] = masked_token_loss(logits, batch.ids, image_masked)
+            parts["loss_image"] = self.masked_image_loss(logits, batch.ids, image_masked)
         if text_slots.any():
             parts["loss_text"] = text_diffusion_loss(logits, batch.ids, text_masked, text_slots, p)
         loss = sum(parts.values(), logits.sum() * 0.0)

@@ -38,6 +38,7 @@ from unimm.paradigms.masked_diffusion import (
     sample_image_mask,
 )
 from unimm.paradigms.rng import Seed, make_rng
+from unimm.paradigms.weighting import background_weighted
 from unimm.recipes.base import Modality, SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel, check_prompts
 
@@ -117,13 +118,22 @@ class ShowoModel(ChameleonModel):
         targets, shifted = next_token_targets(batch.ids, text_targets)
         parts = {}
         if masked.any():
-            parts["loss_image"] = masked_token_loss(logits, batch.ids, masked)
+            parts["loss_image"] = self.masked_image_loss(logits, batch.ids, masked)
         if shifted.any():
             parts["loss_text"] = next_token_loss(logits, targets, shifted)
         loss = sum(parts.values(), logits.sum() * 0.0)
         out = {"loss": loss, **{k: v.detach() for k, v in parts.items()}}
         out["tokens"] = torch.tensor(float(batch.valid.sum()))
         return out
+
+    def masked_image_loss(self, logits: Tensor, ids: Tensor, masked: Tensor) -> Tensor:
+        """Cross-entropy over the masked image slots, background codes at
+        diffusion.background_weight in the mean (unimm.paradigms.weighting)."""
+        w = self.diffusion.background_weight
+        if w == 1.0:
+            return masked_token_loss(logits, ids, masked)
+        weight = background_weighted(masked, self.is_background(ids), w)
+        return masked_token_loss(logits, ids, masked, weight)
 
     # ----- inference ------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from unimm.checkpoint import WEIGHTS_FILE, load_tensors, save_tensors, write_directory
-from unimm.data.images import to_tensor, to_uint8
+from unimm.data.images import background_cells, to_tensor, to_uint8
 from unimm.data.sample import Image, Sample, Segment, Text
 from unimm.data.sequence import IMAGE, TEXT, TokenBatch, build_sequence, collate
 from unimm.interop.hf_vae import DiffusersVAETokens
@@ -49,6 +49,7 @@ from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import next_token_loss, sample_next
 from unimm.paradigms.flow import FlowMatching, TimestepEmbedding, guided_velocity, make_scheduler
 from unimm.paradigms.rng import Rng, Seed, make_rng, randn
+from unimm.paradigms.weighting import background_weighted
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel
 from unimm.recipes.chameleon import check_prompts
 from unimm.recipes.parts import Parts, load_parts, save_parts
@@ -56,6 +57,11 @@ from unimm.recipes.patching import LinearPatching, UNetDown, UNetUp
 from unimm.tokenizers.pixel_patches import PixelPatches
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vae import VAETokenizer
+
+
+def image_pixels(samples: list[Sample]) -> list[np.ndarray]:
+    """Every image of the samples, in the order the layout places them."""
+    return [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
 
 
 class TransfusionModel(UnifiedModel):
@@ -157,8 +163,7 @@ class TransfusionModel(UnifiedModel):
         self, samples: list[Sample], rng: random.Random | None = None
     ) -> tuple[TokenBatch, Tensor]:
         """Collated sequences (image slots hold the pad id) and the (M, N, d) image latents."""
-        images = [s.pixels for sample in samples for s in sample.segments if isinstance(s, Image)]
-        latents = self.encode_images(images)
+        latents = self.encode_images(image_pixels(samples))
         slots = [self.text_tok.pad_id] * self.image_tokens
         p_drop = self.parts.config.train.cfg_dropout
         seqs = []
@@ -186,7 +191,13 @@ class TransfusionModel(UnifiedModel):
 
         loss_text = self.text_loss(hidden, batch)
         pred = self.image_velocity(hidden[is_image].view(M, self.image_tokens, -1), t)[target]
-        loss_image = self.flow.loss(pred, velocity[target]) if bool(target.any()) else x.sum() * 0
+        if bool(target.any()):
+            chosen = target[:, None].expand(M, self.latent_tokens)
+            weight = self.velocity_weights(image_pixels(samples), chosen)
+            weight = None if weight is None else weight.view(pred.shape[:-1])
+            loss_image = self.flow.loss(pred, velocity[target], weight)
+        else:
+            loss_image = x.sum() * 0
         loss = loss_text + self.parts.config.flow.image_loss_weight * loss_image
         return {
             "loss": loss,
@@ -194,6 +205,17 @@ class TransfusionModel(UnifiedModel):
             "loss_image": loss_image.detach(),
             "tokens": torch.tensor(float(batch.valid.sum())),
         }
+
+    def velocity_weights(self, pixels: list[np.ndarray], chosen: Tensor) -> Tensor | None:
+        """Weights of the velocity loss's tokens per flow.background_weight, in the order of
+        `latents[chosen]` and summing to 1; None at 1.0 (the plain mean). pixels: every image
+        of the batch in layout order (M); chosen (M, latent tokens) bool: the tokens scored."""
+        w = self.parts.config.flow.background_weight
+        if w == 1.0:
+            return None
+        flags = background_cells(np.stack(pixels), self.image_tok.grid)
+        flags = torch.from_numpy(flags).to(chosen.device)
+        return background_weighted(chosen, flags, w)[chosen]
 
     def context_tokens(self, pixels: list[np.ndarray], latents: Tensor) -> Tensor:
         """(M, N, D) inputs of clean images given as context: their latents at t = 1."""
