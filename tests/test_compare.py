@@ -153,6 +153,7 @@ def test_verdict_sentences():
         ({"--preset": "galactic"}, "unknown preset 'galactic'"),
         ({"extra": "train.seed=3"}, "train.seed is set by compare itself"),
         ({"extra": "train.stepz=3"}, "unknown config key 'train.stepz'"),
+        ({"--image-tokenizer": "no/such/dir"}, "VQ tokenizer file not found"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(change, message, tmp_path, capsys):
@@ -294,3 +295,30 @@ def test_resuming_a_finished_compare_redoes_nothing(compared, capsys):
     assert main([*ARGS, "--out", str(out), "--resume"]) == 0
     assert "4 finished before, 0 to run" in capsys.readouterr().out
     assert {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in RUNS} == results
+
+
+def test_a_shared_image_tokenizer_serves_the_discrete_recipes_only(tmp_path, capsys):
+    from unimm.tokenizers.vq import VQTokenizer
+
+    shared = tmp_path / "vq"
+    VQTokenizer(get_run_config("tiny").vq).save_pretrained(shared)
+    plan = make_plan("chameleon,transfusion", "2ktok", 1, "tiny", image_tokenizer=str(shared))
+    assert plan.image_tokenizer_for("chameleon") == str(shared.resolve())
+    assert plan.image_tokenizer_for("transfusion") is None  # continuous: makes its own
+    out = tmp_path / "cmp"
+    argv = [
+        "compare", "--recipes", "chameleon", "--budget", "2ktok", "--seeds", "1",
+        "--preset", "tiny", "--per-task", "1", "--images-per-prompt", "1", "--questions", "2",
+        "--captions", "1", "--curve-points", "0", "--image-tokenizer", str(shared),
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    log = (out / "runs" / "chameleon-s0" / "log.txt").read_text()
+    assert f"image tokenizer: given: {shared.resolve()}" in log
+    assert json.loads((out / PLAN_FILE).read_text())["image_tokenizer"] == str(shared.resolve())
+    # resuming with another tokenizer would mix runs that do not compare
+    other = tmp_path / "vq2"
+    VQTokenizer(get_run_config("tiny").vq).save_pretrained(other)
+    argv[argv.index("--image-tokenizer") + 1] = str(other)
+    assert main([*argv, "--resume"]) == 2
+    assert "other settings (image_tokenizer differ" in capsys.readouterr().err

@@ -38,6 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--preset", default="small", help="run preset (default %(default)s)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted compare")
     c.add_argument(
+        "--image-tokenizer",
+        default=None,
+        help="a trained VQ tokenizer (e.g. RUN/image_tokenizer) that every recipe on discrete "
+        "codes reads instead of training its own; the continuous recipes make theirs",
+    )
+    c.add_argument(
         "--jobs", type=int, default=1, help="runs at once, the threads split among them (1)"
     )
     ev = c.add_argument_group("evaluation of each final checkpoint (defaults: `unimm eval`)")
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
         CurveSizes(
             args.curve_points, args.curve_per_task, args.curve_questions, args.curve_captions
         ),
+        args.image_tokenizer,
     )
     out = Path(args.out)
     check_out_dir(plan, out, args.resume)

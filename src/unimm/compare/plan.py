@@ -57,6 +57,10 @@ class Plan:
     overrides: tuple[str, ...] = ()
     eval: EvalSizes = field(default_factory=EvalSizes)
     curve: CurveSizes = field(default_factory=CurveSizes)
+    # A trained VQ tokenizer that every recipe on discrete codes reads instead of training its
+    # own (the continuous recipes still make theirs): the seeds then vary the unified model
+    # alone, and the study skips one tokenizer training per discrete run.
+    image_tokenizer: str | None = None
 
     def runs(self) -> list[tuple[str, int]]:
         """(recipe, seed) pairs, seeds of a recipe together: an interrupted compare has whole
@@ -79,7 +83,8 @@ class Plan:
     def comparable(self) -> dict:
         """What must match for runs to belong in one comparison (recipes and seeds may grow)."""
         d = self.to_json()
-        return {k: d[k] for k in ("budget", "preset", "overrides", "eval", "curve")}
+        keys = ("budget", "preset", "overrides", "eval", "curve", "image_tokenizer")
+        return {k: d.get(k) for k in keys}
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self)))  # tuples as lists, as plan.json holds them
@@ -94,7 +99,12 @@ class Plan:
             overrides=tuple(d["overrides"]),
             eval=EvalSizes(**d["eval"]),
             curve=CurveSizes(**d["curve"]),
+            image_tokenizer=d.get("image_tokenizer"),
         )
+
+    def image_tokenizer_for(self, recipe: str) -> str | None:
+        """The shared tokenizer for a recipe on discrete codes; None: the run trains its own."""
+        return self.image_tokenizer if recipe_class(recipe).image_tokenizer_kind == "vq" else None
 
 
 def make_plan(
@@ -105,6 +115,7 @@ def make_plan(
     overrides: list[str] | None = None,
     eval_sizes: EvalSizes | None = None,
     curve: CurveSizes | None = None,
+    image_tokenizer: str | None = None,
 ) -> Plan:
     """Parse and check everything; ValueError (one line) on the first problem."""
     names = [r.strip() for r in recipes.split(",") if r.strip()]
@@ -119,6 +130,11 @@ def make_plan(
     curve = curve or CurveSizes()
     if curve.points < 0:
         raise ValueError(f"--curve-points must be >= 0, got {curve.points}")
+    if image_tokenizer is not None:
+        from unimm.tokenizers.vq import VQTokenizer
+
+        image_tokenizer = str(Path(image_tokenizer).resolve())
+        VQTokenizer.from_pretrained(image_tokenizer)  # a missing or corrupt file: ValueError
     overrides = list(overrides or [])
     for item in overrides:
         key = item.split("=", 1)[0].strip()
@@ -132,6 +148,7 @@ def make_plan(
         overrides=tuple(overrides),
         eval=eval_sizes or EvalSizes(),
         curve=curve,
+        image_tokenizer=image_tokenizer,
     )
     for name in names:  # unknown preset or key, wrong type: before any run starts
         get_run_config(preset, plan.run_overrides(name, 0))

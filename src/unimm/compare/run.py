@@ -118,7 +118,8 @@ def _train(plan: Plan, recipe: str, seed: int, run_dir: Path) -> None:
         print("[unimm] compare: no training state to resume from: restarting this run")
         for child in leftovers:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-    train_run(run_dir, plan.preset, plan.run_overrides(recipe, seed), resume=resume)
+    overrides = plan.run_overrides(recipe, seed)
+    train_run(run_dir, plan.preset, overrides, plan.image_tokenizer_for(recipe), resume=resume)
     write_json(run_dir / TRAINED, read_json(run_dir / "trainer_state.json"))
 
 
