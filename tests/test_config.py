@@ -35,6 +35,9 @@ def test_overrides_are_typed():
         ("model.qk_norm=3", "true or false"),
         ("nonsense", "key.sub=value"),
         ("model.dim=30", "divisible"),
+        ("train.tasks=t2i:0.5,reasn:0.5", "unknown task 'reasn'"),
+        ("flow.background_weight=-1", "must be >= 0"),
+        ("diffusion.background_weight=-1", "must be >= 0"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, words):

@@ -124,3 +124,8 @@ class TrainConfig:
             raise ValueError("train.optimizer=muon needs whole matrices: use train.parallel=ddp")
         if not self.tasks or any(w < 0 for w in self.tasks.values()):
             raise ValueError(f"train.tasks needs positive weights, got {self.tasks}")
+        from unimm.world.tasks import TASKS  # here, not at the top: the world needs no config
+
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:  # at config time, so a typo costs no directory and no tokenizer training
+            raise ValueError(f"train.tasks: unknown task {unknown[0]!r}; expected one of {TASKS}")
