@@ -12,6 +12,7 @@ follows it: gloo for CPU training, nccl (plus gloo for the CPU-side scalars) for
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from dataclasses import dataclass
@@ -78,7 +79,17 @@ def init_from_env(device: DeviceChoice = "auto") -> Dist:
         return Dist(device=dev)
     if not dist.is_initialized():
         dist.init_process_group(process_group_backend(dev))
+        # Destroyed while the interpreter is still whole: a gloo group left to finalization
+        # can abort the process after it has finished its work (SIGABRT, "terminate called
+        # without an active exception", seen in CI), failing a run that had succeeded.
+        atexit.register(shutdown)
     return Dist(rank, world, local, dev)
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process is in one (idempotent)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def process_group_backend(device: torch.device) -> str:
