@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from benchmarks.bench_train_throughput import make_ours, make_step
 
-from unimm.model import MODEL_PRESETS, attention
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.bench_train_throughput import make_ours, make_step  # noqa: E402
+
+from unimm.model import MODEL_PRESETS, attention  # noqa: E402
 
 
 def main() -> None:

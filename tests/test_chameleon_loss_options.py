@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.test_chameleon import CORPUS, rand_image, samples
 from unimm.data.sample import Text
-from unimm.paradigms.autoregressive import generate
+from unimm.data.sequence import collate
+from unimm.paradigms.autoregressive import generate, next_token_loss
 from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
@@ -130,3 +133,28 @@ def test_bad_loss_options_are_refused():
         get_run_config("tiny", ["chameleon.loss_pooling=mean"])
     with pytest.raises(ValueError, match=">= 0"):
         get_run_config("tiny", ["chameleon.background_weight=-1"])
+
+
+@pytest.mark.parametrize("background_weight", [1.0, 0.3])
+def test_loss_and_its_diagnostics_from_one_cross_entropy(background_weight):
+    """The loss and its text / image parts, computed from one per-token cross-entropy, equal
+    each one computed on its own from the same logits."""
+    model = make_model(background_weight=background_weight).train()
+    batch_samples = samples(4)
+    g = torch.Generator().manual_seed(0)
+    out = model.loss(batch_samples, torch.Generator().manual_seed(0))
+    seed = int(torch.randint(0, 2**31, (1,), generator=g))
+    batch = collate(model.build(batch_samples, random.Random(seed)), model.text_tok.pad_id)
+    targets, mask = batch.ids[:, 1:], batch.loss_mask[:, 1:]
+    with torch.no_grad():
+        logits = model.train_logits(batch.ids[:, :-1], targets, model.train_mask(batch))
+    is_image = batch.modality[:, 1:] == 1
+    for name, part in (("loss_text", mask & ~is_image), ("loss_image", mask & is_image)):
+        assert float(out[name]) == pytest.approx(float(next_token_loss(logits, targets, part)))
+    weights = model.target_weights(targets, mask, is_image)
+    if weights is None:
+        expected = next_token_loss(logits, targets, mask)
+    else:
+        per = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+        expected = (per * weights.flatten()).sum()
+    assert float(out["loss"]) == pytest.approx(float(expected))

@@ -9,6 +9,7 @@ import torch
 
 from tests.train_helpers import stream, tiny_model, tiny_train_config
 from unimm.checkpoint import load_tensors
+from unimm.train import distributed as du
 from unimm.train.trainer import micro_batch_size, train_model
 
 
@@ -65,9 +66,32 @@ def test_batch_must_split_evenly():
 def test_compile_matches_eager(tmp_path):
     eager = train_model(tiny_model(), tiny_train_config(steps=2), stream, tmp_path / "a",
                         progress=False)  # fmt: skip
-    compiled = train_model(tiny_model(), tiny_train_config(steps=2, compile=True), stream,
+    model = tiny_model()
+    compiled = train_model(model, tiny_train_config(steps=2, compile=True), stream,
                            tmp_path / "b", progress=False)  # fmt: skip
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-4)
+    # Training compiled the blocks; what follows (evaluation, sampling) runs them eager again.
+    assert all(block._compiled_call_impl is None for block in model.backbone.layers)
+
+
+def test_compile_without_a_compiler_trains_eager(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++, clang++ or c++ to be found
+    monkeypatch.delenv("CXX", raising=False)
+    cpu = torch.device("cpu")
+    assert "C++ compiler" in du.compile_unavailable(cpu)
+    model = tiny_model()
+    du.compile_blocks(model, du.Dist())
+    assert "training eager" in capsys.readouterr().out
+    assert all(block._compiled_call_impl is None for block in model.backbone.layers)
+
+
+def test_uncompile_restores_eager_blocks():
+    model = tiny_model()
+    if du.compile_unavailable(torch.device("cpu")) is None:
+        du.compile_blocks(model, du.Dist())  # lazy: nothing is built until a block runs
+        assert all(block._compiled_call_impl is not None for block in model.backbone.layers)
+    du.uncompile(model)
+    assert all(block._compiled_call_impl is None for block in model.backbone.layers)
 
 
 def test_tensorboard_and_progress_bar(tmp_path, capsys):

@@ -81,27 +81,17 @@ def next_token_loss(logits: Tensor, targets: Tensor, loss_mask: Tensor | None = 
     if loss_mask.shape != targets.shape or loss_mask.dtype != torch.bool:
         raise ValueError(f"loss_mask must be a bool tensor of shape {tuple(targets.shape)}")
     # Select first: cross-entropy over only the target rows (often a minority, e.g. image codes).
-    picked = logits[loss_mask].float()  # (N, V)
-    if picked.shape[0] == 0:
-        return logits.sum() * 0.0
-    return F.cross_entropy(picked, targets[loss_mask])
+    per_token = token_losses(logits, targets, loss_mask)  # (N,)
+    return per_token.mean() if per_token.numel() else logits.sum() * 0.0
 
 
-def weighted_token_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
-    """Sum over positions of weights * cross-entropy; positions of weight 0 are skipped.
-
-    Targets are already shifted, as for `next_token_loss`; weights (B, T) float hold each
-    target's share of the loss (e.g. a per-modality mean: 1 / n_text on text targets), so the
-    caller decides the pooling. With no weighted position the loss is 0 (still differentiable).
-    """
-    if weights.shape != targets.shape:
-        raise ValueError(f"weights must have the targets' shape {tuple(targets.shape)}")
-    keep = weights > 0
-    picked = logits[keep].float()  # (N, V): cross-entropy over the weighted rows only
-    if picked.shape[0] == 0:
-        return logits.sum() * 0.0
-    per_token = F.cross_entropy(picked, targets[keep], reduction="none")  # (N,)
-    return (per_token * weights[keep]).sum()
+def token_losses(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """(N,) cross-entropy of each target where mask (B, T) is True, in row-major order.
+    Targets already shifted, as for `next_token_loss`; the softmax runs in fp32 over the
+    selected rows only."""
+    if mask.shape != targets.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(targets.shape)}")
+    return F.cross_entropy(logits[mask].float(), targets[mask], reduction="none")
 
 
 # ----------------------------------------------------------------------------- sampler

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,6 +122,39 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return list(layers) if layers is not None else []
 
 
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot build kernels for `device` here, or None when it can:
+    inductor writes C++ for the CPU (a compiler on PATH) and Triton for CUDA."""
+    if device.type == "cpu":
+        names = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+        if not any(n and shutil.which(n) for n in names):
+            return "no C++ compiler (g++ or clang++, or $CXX) on PATH for its CPU kernels"
+    elif device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "Triton is not installed for its CUDA kernels"
+    return None
+
+
+def compile_blocks(model: nn.Module, d: Dist) -> None:
+    """torch.compile each block (regional compilation: the blocks share their code, so one
+    graph serves every layer and compile time does not grow with depth), for training only:
+    `uncompile` restores eager blocks, since sampling with a KV cache would recompile for
+    every cache length. Where inductor cannot build kernels, training stays eager with a note
+    (train.compile is on in the small and reference presets, which must run everywhere)."""
+    reason = compile_unavailable(d.device)
+    if reason is not None:
+        if d.is_main:
+            print(f"[unimm] train.compile: {reason}; training eager", flush=True)
+        return
+    for block in _blocks(model):
+        block.compile()
+
+
+def uncompile(model: nn.Module) -> None:
+    """Undo `compile_blocks`: the blocks run eagerly again (their weights are untouched)."""
+    for block in _blocks(model):
+        block._compiled_call_impl = None  # what nn.Module.compile sets
+
+
 def parallelize(model: nn.Module, cfg: TrainConfig, d: Dist) -> nn.Module:
     """Returns the module the trainer calls each micro-batch (model.loss behind a forward)."""
     if cfg.activation_checkpointing:
@@ -131,8 +166,7 @@ def parallelize(model: nn.Module, cfg: TrainConfig, d: Dist) -> nn.Module:
         for i, block in enumerate(list(layers)):
             layers[i] = checkpoint_wrapper(block, preserve_rng_state=True)
     if cfg.compile:
-        for block in _blocks(model):
-            block.compile()
+        compile_blocks(model, d)
     step = LossModule(model)
     if not d.enabled:
         return step

@@ -314,6 +314,7 @@ def train_model(
     if tb is not None:
         tb.close()
     model.eval()
+    du.uncompile(model)  # what follows training (evaluation, sampling) runs eager
     seconds = time.perf_counter() - start
     if d.is_main:
         write_json(
