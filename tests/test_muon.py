@@ -8,7 +8,7 @@ import torch
 
 from tests.train_helpers import stream, tiny_model, tiny_train_config
 from unimm.train import state as st
-from unimm.train.muon import MuonAdamW, orthogonalise
+from unimm.train.muon import MuonAdamW, orthogonalise, orthogonalise_all
 from unimm.train.trainer import read_log, train_model
 
 
@@ -87,3 +87,17 @@ def test_muon_training_resumes_step_for_step(tmp_path):
     full = [(r["step"], r["loss"]) for r in read_log(tmp_path / "full" / "train_log.jsonl")]
     part = [(r["step"], r["loss"]) for r in read_log(tmp_path / "part" / "train_log.jsonl")]
     assert part == full
+
+
+def test_batched_orthogonalisation_matches_one_matrix_at_a_time():
+    """orthogonalise_all stacks same-shape matrices (tall ones transposed to wide) into one
+    batched iteration; each result must be what orthogonalise gives that matrix alone."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 20), (20, 8), (8, 20), (12, 12), (6, 9)]
+    updates = [torch.randn(s, generator=gen) for s in shapes]
+    batched = orthogonalise_all(updates)
+    for u, b in zip(updates, batched):
+        assert b.shape == u.shape
+        # the same bf16 arithmetic per matrix; allow only bf16-rounding-level kernel differences
+        torch.testing.assert_close(b.float(), orthogonalise(u).float(), rtol=0, atol=1e-2)
+    assert orthogonalise_all([]) == []
