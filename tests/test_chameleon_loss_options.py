@@ -76,6 +76,24 @@ def test_background_weight_scales_only_background_codes():
     assert w.sum().item() == pytest.approx(1.0)
 
 
+def test_text_token_weight_scales_only_text_targets():
+    model = make_model(background_weight=0.5, text_token_weight=3.0)
+    bg = model.background_ids()[0]
+    other = next(i for i in range(model.image_offset, model.image_offset + 64) if i != bg)
+    ids = torch.tensor([[bg, other, 5, 6, 7]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    w = model.target_weights(ids, mask, ids >= model.image_offset)
+    # object code 1, background 0.5, text 3 (relative), the padding 0; normalised to sum 1
+    assert w[0, :4].tolist() == pytest.approx([0.5 / 7.5, 1 / 7.5, 3 / 7.5, 3 / 7.5])
+    assert w[0, 4].item() == 0.0
+    # text_token_weight=1 is the background-weighted mean exactly
+    plain = make_model(background_weight=0.5).target_weights(ids, mask, ids >= model.image_offset)
+    unit = make_model(background_weight=0.5, text_token_weight=1.0)
+    assert torch.equal(unit.target_weights(ids, mask, ids >= model.image_offset), plain)
+    with pytest.raises(ValueError, match=">= 0"):
+        get_run_config("tiny", ["chameleon.text_token_weight=-2"])
+
+
 def test_prototypes_are_mean_patches_and_zero_when_unseen():
     protos = CodePrototypes(codebook_size=4, patch=2)
     images = torch.ones(1, 3, 4, 4)  # white, then one red patch

@@ -472,11 +472,15 @@ class ChameleonModel(UnifiedModel):
         """(B, T) weight of each target token in the loss, summing to the loss's scale, per
         chameleon.loss_pooling and background_weight; None: the plain token mean."""
         c = self.parts.config.chameleon
-        if c.loss_pooling == "token" and c.background_weight == 1.0:
+        if c.loss_pooling == "token" and c.background_weight == 1.0 and c.text_token_weight == 1.0:
             return None
         is_bg = self.is_background(targets) & is_image
         if c.loss_pooling == "token":
-            return background_weighted(mask, is_bg, c.background_weight)
+            if c.text_token_weight == 1.0:
+                return background_weighted(mask, is_bg, c.background_weight)
+            w = mask.float().masked_fill(is_bg & mask, c.background_weight)
+            w = w.masked_fill(~is_image & mask, c.text_token_weight)
+            return w / w.sum().clamp(min=1e-6)
         w = mask.float().masked_fill(is_bg & mask, c.background_weight)
         image, text = w * is_image, w * ~is_image
         return c.image_loss_weight * image / image.sum().clamp(

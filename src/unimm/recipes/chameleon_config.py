@@ -28,6 +28,11 @@ class ChameleonConfig:
     # Weight of image targets whose code is one that a blank canvas encodes to, relative to the
     # object codes' 1.0: most of an image is background, which is easy and not what prompts ask.
     background_weight: float = 1.0
+    # Under "token" pooling, the weight of each text target (answers, captions) in the one
+    # weighted mean, relative to an object code's 1.0. Text is about 4 % of the targets of the
+    # default mixture; a weight of a few moves its share of the gradient to 10-20 % without
+    # the "modality" pooling's half, which starved drawing (docs/LOG.md).
+    text_token_weight: float = 1.0
     # True: each image code's embedding and output row also get a learned projection of the
     # code's prototype, the mean pixels of the patches it has encoded in training (a running
     # mean over the training batches, saved with the weights). Codes that look alike then start
@@ -65,6 +70,11 @@ class ChameleonConfig:
             raise ValueError(
                 f"chameleon.copy_input_noise must be in [0, 1), got {self.copy_input_noise}"
             )
-        weights = (self.text_loss_weight, self.image_loss_weight, self.background_weight)
+        weights = (
+            self.text_loss_weight,
+            self.image_loss_weight,
+            self.background_weight,
+            self.text_token_weight,
+        )
         if min(weights) < 0:
             raise ValueError(f"chameleon loss weights must be >= 0, got {weights}")
