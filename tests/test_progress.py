@@ -69,3 +69,26 @@ def test_terminal_gets_tqdm_and_disable_is_silent():
     bar.close()
     assert bar.n == 2 and log.getvalue() == ""
     assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]
+
+
+def test_a_clock_budget_sets_the_bar_total_to_where_the_clock_ends():
+    from unimm.train.config import TrainConfig
+    from unimm.train.schedule import expected_steps
+
+    cfg = TrainConfig(steps=2400, max_seconds=510.0)
+    # 400 steps in 170 s: a third of the clock spent, so the run ends near step 1200
+    assert expected_steps(cfg, 400, 170 / 510) == 1200
+    assert expected_steps(cfg, 400, 0.1) == 2400  # never past train.steps
+    assert expected_steps(cfg, 400, 0.0) == 2400
+    assert expected_steps(cfg, 400, 1.2) == 400  # never before the step it is at
+
+
+def test_a_run_the_clock_ends_closes_its_bar_at_100_percent(tmp_path, capsys):
+    from tests.train_helpers import stream, tiny_model, tiny_train_config
+    from unimm.train.trainer import train_model
+
+    cfg = tiny_train_config(steps=100_000, max_seconds=1.0)
+    train_model(tiny_model(), cfg, stream, tmp_path, progress=True)
+    last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train:")][-1]
+    done, total = last.split()[1].split("/")
+    assert done == total and "(100%)" in last and int(done) < 100_000

@@ -55,3 +55,12 @@ def budget_spent(
     if tokens_allowed:
         spent = max(spent, tokens / tokens_allowed)
     return spent
+
+
+def expected_steps(cfg: TrainConfig, steps_done: int, spent: float) -> int:
+    """The step a run ends at if it keeps its pace: train.steps, or fewer when its clock or
+    token budget runs out first (`spent`: budget_spent). The progress bar's total, so that its
+    ETA is the clock's and not that of a step count the run will never reach."""
+    if spent <= 0:
+        return cfg.steps
+    return min(cfg.steps, max(steps_done, round(steps_done / spent)))

@@ -30,7 +30,13 @@ from unimm.train import state as st
 from unimm.train.config import TrainConfig
 from unimm.train.ema import EMA
 from unimm.train.muon import MuonAdamW
-from unimm.train.schedule import budget_spent, flop_parameters, lr_at, token_budget
+from unimm.train.schedule import (
+    budget_spent,
+    expected_steps,
+    flop_parameters,
+    lr_at,
+    token_budget,
+)
 
 LOG_FILE = "train_log.jsonl"
 EMA_FILE = "ema.safetensors"  # the run's moving average of its weights (train.ema_decay > 0)
@@ -295,6 +301,9 @@ def train_model(
                 for k in ("loss", "lr", "grad_norm", "tokens_per_s"):
                     tb.add_scalar(f"train/{k}", row[k], step)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", lr=f"{lr:.1e}")
+            if cfg.max_seconds or tokens_allowed:
+                spent = budget_spent(cfg, step, row["seconds"], tokens_seen, tokens_allowed)
+                bar.total = expected_steps(cfg, step, spent)
         bar.update(1)
         done = step
         # A fraction of the budget is saved when it is crossed, not when the budget ends (the
@@ -310,6 +319,8 @@ def train_model(
         if (cfg.save_every and step % cfg.save_every == 0) or due:
             _save(step_module, model, opt, ema, out_dir, cfg, d, step, tokens_seen,
                   time.perf_counter() - start, bad_in_row, bad_total, on_save)  # fmt: skip
+    if done < cfg.steps:  # a budget ended the run: close the bar at 100 %
+        bar.total = done
     bar.close()
     if tb is not None:
         tb.close()
