@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train a small unified model from scratch on the scene world and report on it",
         description="Trains the text and image tokenizers and a small unified model on the "
         "built-in scene world, evaluates it (GenEval-scene, VQA-scene, caption-scene) and writes "
-        "OUT/report.md, metrics.json, image grids and a loss curve. About 10 minutes on 2 cores.",
+        "OUT/report.md, metrics.json, image grids and a loss curve. About 12.5 minutes on 2 cores.",
         epilog=EPILOG_OVERRIDES,
     )
     q.add_argument("--out", default="runs/quickstart", help="run directory (default %(default)s)")
