@@ -15,6 +15,7 @@ from tests.test_chameleon import CORPUS, rand_image, samples
 from unimm.data.sample import Text
 from unimm.data.sequence import collate
 from unimm.paradigms.autoregressive import generate, next_token_loss
+from unimm.paradigms.weighting import background_weighted
 from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.chameleon import ChameleonModel
@@ -86,10 +87,11 @@ def test_text_token_weight_scales_only_text_targets():
     # object code 1, background 0.5, text 3 (relative), the padding 0; normalised to sum 1
     assert w[0, :4].tolist() == pytest.approx([0.5 / 7.5, 1 / 7.5, 3 / 7.5, 3 / 7.5])
     assert w[0, 4].item() == 0.0
-    # text_token_weight=1 is the background-weighted mean exactly
-    plain = make_model(background_weight=0.5).target_weights(ids, mask, ids >= model.image_offset)
-    unit = make_model(background_weight=0.5, text_token_weight=1.0)
-    assert torch.equal(unit.target_weights(ids, mask, ids >= model.image_offset), plain)
+    # text_token_weight=1 is the other recipes' background-weighted mean exactly
+    is_image = ids >= model.image_offset
+    unit = make_model(background_weight=0.5).target_weights(ids, mask, is_image)
+    is_bg = model.is_background(ids) & is_image
+    assert torch.equal(unit, background_weighted(mask, is_bg, 0.5))
     with pytest.raises(ValueError, match=">= 0"):
         get_run_config("tiny", ["chameleon.text_token_weight=-2"])
 

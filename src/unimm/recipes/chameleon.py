@@ -43,7 +43,6 @@ from unimm.model.masks import block_causal_mask
 from unimm.model.transformer import Transformer
 from unimm.paradigms.autoregressive import generate, token_losses
 from unimm.paradigms.rng import Rng, Seed, make_rng
-from unimm.paradigms.weighting import background_weighted
 from unimm.presets import RunConfig
 from unimm.recipes.base import Modality, SamplingConfig, UnifiedModel, UnsupportedTask
 from unimm.recipes.code_prototypes import CodePrototypes
@@ -475,13 +474,10 @@ class ChameleonModel(UnifiedModel):
         if c.loss_pooling == "token" and c.background_weight == 1.0 and c.text_token_weight == 1.0:
             return None
         is_bg = self.is_background(targets) & is_image
+        w = mask.float().masked_fill(is_bg & mask, c.background_weight)
         if c.loss_pooling == "token":
-            if c.text_token_weight == 1.0:
-                return background_weighted(mask, is_bg, c.background_weight)
-            w = mask.float().masked_fill(is_bg & mask, c.background_weight)
             w = w.masked_fill(~is_image & mask, c.text_token_weight)
             return w / w.sum().clamp(min=1e-6)
-        w = mask.float().masked_fill(is_bg & mask, c.background_weight)
         image, text = w * is_image, w * ~is_image
         return c.image_loss_weight * image / image.sum().clamp(
             min=1e-6
