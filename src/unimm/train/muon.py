@@ -50,7 +50,8 @@ def orthogonalise(g: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
 def orthogonalise_all(updates: list[Tensor], steps: int = 5) -> list[Tensor]:
     """orthogonalise() of every matrix in `updates`, batched: matrices of one shape (up to a
     transpose, which commutes with the iteration) go through it as one stack."""
-    wide = [u.mT if u.shape[0] > u.shape[1] else u for u in updates]
+    tall = [u.shape[0] > u.shape[1] for u in updates]
+    wide = [u.mT if t else u for u, t in zip(updates, tall)]
     by_shape: dict[tuple, list[int]] = {}
     for i, u in enumerate(wide):
         by_shape.setdefault((tuple(u.shape), u.dtype, u.device), []).append(i)
@@ -58,7 +59,7 @@ def orthogonalise_all(updates: list[Tensor], steps: int = 5) -> list[Tensor]:
     for idx in by_shape.values():
         done = orthogonalise(torch.stack([wide[i] for i in idx]), steps)
         for i, o in zip(idx, done):
-            out[i] = o.mT if updates[i].shape[0] > updates[i].shape[1] else o
+            out[i] = o.mT if tall[i] else o
     return out
 
 
