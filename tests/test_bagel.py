@@ -27,12 +27,13 @@ from .test_transfusion import CORPUS, rand_image, samples
 N = 16  # image tokens: 64 px images in 16 px patches, for both the flow and the semantic grid
 
 
-def make_model(seed: int = 0, mot: bool = True) -> BagelModel:
+def make_model(seed: int = 0, mot: bool = True, sink: bool = False) -> BagelModel:
     torch.manual_seed(seed)
     cfg = get_run_config("tiny", ["recipe=bagel"])
     cfg = replace(cfg, bagel=BagelConfig(mot=mot), flow=replace(cfg.flow, num_steps=3))
     cfg = replace(cfg, semantic=replace(cfg.semantic, patch=16))
-    cfg = replace(cfg, model=replace(cfg.model, qk_norm=True))  # q/k norms are per expert too
+    # q/k norms and attention sinks are per expert too
+    cfg = replace(cfg, model=replace(cfg.model, qk_norm=True, attention_sink=sink))
     text = TextTokenizer.train(CORPUS, cfg.text_vocab_size)
     image = PixelPatches(PatchConfig(patch=16, shift=0.5, scale=0.5))
     semantic = SemanticEncoder(cfg.semantic).eval().requires_grad_(False)
@@ -109,8 +110,9 @@ def test_layout_noised_then_clean_copy_at_the_inference_positions():
     assert mask[start + N, start + N - 1] == 0 and mask[start + N, start - 1]
 
 
-def test_mot_routes_every_token_to_its_expert():
-    model = make_model()
+@pytest.mark.parametrize("sink", [False, True])
+def test_mot_routes_every_token_to_its_expert(sink):
+    model = make_model(sink=sink)
     data = mixed()
     before, batch = hidden_states(model, data)
     noise, valid = batch.noise, batch.valid
@@ -128,7 +130,7 @@ def test_mot_routes_every_token_to_its_expert():
     # understanding tokens are bit-identical, because no understanding token reads a noisy
     # token (the mask) and the understanding expert never sees one.
     after = before
-    for part in PARTS:
+    for part in PARTS + ["sink"] * sink:
         perturb(model, "gen", part)
         now, _ = hidden_states(model, data)
         assert torch.equal(now[und], before[und]), part

@@ -139,8 +139,19 @@ def test_the_run_config_reaches_the_world_stream():
     cfg = get_run_config("tiny", ["train.vqa_where=true", "train.tasks=vqa:1"])
     samples = list(islice(RunData(cfg, BadSamples()).source(32)(0), 20))
     assert sum("where" in s.meta["qtypes"] for s in samples) >= 15
+
+    # so does the yes/no curriculum, in samples of the global batch
+    def questions(overrides: list[str]) -> list[list[str]]:
+        cfg = get_run_config("tiny", ["train.vqa_questions=5", "train.tasks=vqa:1", *overrides])
+        samples = islice(RunData(cfg, BadSamples()).source(32)(0), 120)
+        return [[t.text for t in s.segments[1:]] for s in samples]
+
+    ramped, plain = questions(["train.yes_no_curriculum_steps=10"]), questions([])
+    assert ramped[:80] != plain[:80] and ramped[80:] == plain[80:]
     with pytest.raises(ValueError, match="object_curriculum_steps"):
         TrainConfig(object_curriculum_steps=-1)
+    with pytest.raises(ValueError, match="yes_no_curriculum_steps"):
+        TrainConfig(yes_no_curriculum_steps=-1)
 
 
 def test_the_run_reports_the_steps_it_took_not_the_last_logged_one(tmp_path):

@@ -136,6 +136,82 @@ def test_object_curriculum_grows_the_scenes_then_leaves_the_stream_alone():
         next(world_samples("train", 5, object_ramp=-1))
 
 
+def test_easy_yes_no_questions_need_one_image_feature_and_stay_balanced():
+    import random
+
+    from unimm.world.qa import answer_question, questions
+    from unimm.world.scene import sample_scene
+
+    def asked(easy: bool) -> tuple[list, list]:
+        rng = random.Random(0)
+        exists, position = [], []
+        for _ in range(600):
+            scene = sample_scene(rng, 64, 1, 4, "exclude")
+            for qa in questions(scene, rng, easy_yes_no=easy):
+                assert answer_question(qa.question, scene) == qa.answer
+                if qa.qtype == "exists":
+                    exists.append((qa, scene))
+                elif qa.qtype == "position":
+                    position.append((qa, scene))
+        return exists, position
+
+    def gap(qa, scene) -> float:  # how far apart the two asked objects lie along the relation
+        (a,) = [o for o in scene.objects if o.pair == qa.pairs[0]]
+        (b,) = [o for o in scene.objects if o.pair == qa.pairs[1]]
+        horizontal = " left of " in qa.question or " right of " in qa.question
+        return abs(a.x - b.x) if horizontal else abs(a.y - b.y)
+
+    for easy in (False, True):
+        exists, position = asked(easy)
+        no = [(qa, scene) for qa, scene in exists if qa.answer == "no"]
+        lacks_colour = [qa.pairs[0][0] not in {o.color for o in s.objects} for qa, s in no]
+        lacks_both = [
+            qa.pairs[0][0] not in {o.color for o in s.objects}
+            and qa.pairs[0][1] not in {o.shape for o in s.objects}
+            for qa, s in no
+        ]
+        wide = [gap(qa, s) >= 64 / 3 for qa, s in position]
+        for qas in (exists, position):  # half yes, half no either way
+            assert 0.4 < sum(qa.answer == "yes" for qa, _ in qas) / len(qas) < 0.6
+        if easy:  # a scene of at most 4 objects leaves two colours out: always an easy "no"
+            assert all(lacks_colour) and sum(lacks_both) / len(lacks_both) > 0.8
+            assert sum(wide) / len(wide) > 0.8
+        else:  # the balanced questions: most "no"s name a colour or shape the scene has
+            assert sum(lacks_both) / len(lacks_both) < 0.6
+            assert sum(wide) / len(wide) < 0.6
+
+
+def test_yes_no_curriculum_eases_the_first_samples_then_leaves_the_stream_alone():
+    from unimm.world.tasks import easy_share
+
+    assert [easy_share(i, 4) for i in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+    assert easy_share(3, 0) == 0.0
+    ramp = 200
+    kw = {"vqa_questions": 5}
+    ramped = list(islice(world_samples("train", 6, {"vqa": 1.0}, yes_no_ramp=ramp, **kw), 300))
+    plain = list(islice(world_samples("train", 6, {"vqa": 1.0}, **kw), 300))
+
+    def easy_nos(samples) -> float:  # share of "no" exists answers whose colour is absent
+        hits = []
+        for s in samples:
+            turns = s.segments[1:]
+            for q, a in zip(turns[::2], turns[1::2], strict=True):
+                if q.text.startswith("is there ") and a.text == "no":
+                    colour = q.text.split()[3]
+                    hits.append(colour not in {o.color for o in s.meta["scene"].objects})
+        return sum(hits) / len(hits)
+
+    assert easy_nos(ramped[:50]) > 0.85 > easy_nos(plain[:50])
+    text = [[t.text for t in s.segments[1:]] for s in ramped[ramp:]]
+    assert text == [[t.text for t in s.segments[1:]] for s in plain[ramp:]]
+    resumed = list(
+        islice(world_samples("train", 6, {"vqa": 1.0}, start=20, yes_no_ramp=ramp, **kw), 3)
+    )
+    assert [s.segments[1].text for s in resumed] == [s.segments[1].text for s in ramped[20:23]]
+    with pytest.raises(ValueError, match="yes_no_ramp"):
+        next(world_samples("train", 5, yes_no_ramp=-1))
+
+
 def test_yes_no_twins_ask_the_other_answer_about_the_same_image():
     from unimm.world.qa import answer_question
 

@@ -112,6 +112,24 @@ class KVCache:
         self.state = {k: v.index_select(0, idx) for k, v in self.state.items()}
 
 
+def log_normaliser(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+    """log sum_j exp(q . k_j / sqrt(hd)) over the keys each query may see, as SDPA masks them
+    (is_causal: top-left aligned, query i sees keys 0..i): q (B, H, T, hd), k (B, Hkv, S, hd)
+    -> (B, H, T, 1). SDPA does not return it; recomputing the scores costs one more QK^T."""
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, S)
+    if is_causal:
+        T, S = scores.shape[-2:]
+        seen = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~seen, float("-inf"))
+    elif mask is not None:
+        scores = (
+            scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        )
+    return scores.logsumexp(-1, keepdim=True)
+
+
 class Attention(nn.Module):
     """Causal-or-masked self-attention with a fused q/k/v projection and optional QK-norm."""
 
@@ -133,6 +151,8 @@ class Attention(nn.Module):
             else:
                 self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
                 self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
+        # the null key's logit per head (config.attention_sink); 0 is softmax off by one
+        self.sink = nn.Parameter(torch.zeros(self.n_heads)) if config.attention_sink else None
 
     def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of x (..., D), normed and rotated: (..., H, hd), (..., Hkv,
@@ -159,9 +179,12 @@ class Attention(nn.Module):
         is_causal: bool,
         cache: KVCache | None,
         layer: int,
+        sink: Tensor | None = None,
     ) -> Tensor:
         """Attention of q (B, T, H, hd) over k, v (B, T, Hkv, hd) and the cache's keys; returns
-        the heads' outputs (B, T, H * hd) before the output projection. No weights."""
+        the heads' outputs (B, T, H * hd) before the output projection. Its only weights are
+        the sinks (config.attention_sink): self.sink per head, or `sink` (B, T, H) per token
+        where experts share one attention (unimm.model.mot)."""
         B, T = q.shape[:2]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, hd)
         if cache is not None:
@@ -181,6 +204,11 @@ class Attention(nn.Module):
                 is_causal=is_causal,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )  # (B, H, T, hd)
+            if sink is not None or self.sink is not None:
+                # softmax with a null key of value zero = plain softmax x Z / (Z + e^sink)
+                lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)
+                sink = self.sink.view(1, -1, 1) if sink is None else sink.transpose(1, 2)
+                y = y * torch.sigmoid(lse - sink.to(lse.dtype).unsqueeze(-1))
         return y.to(dtype).transpose(1, 2).reshape(B, T, -1)
 
     def forward(

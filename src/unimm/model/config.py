@@ -39,6 +39,12 @@ class ModelConfig:
     # "rms": one RMSNorm shared by all heads. "layer_per_head": LayerNorm with a gain and bias
     # per head, as in the released Chameleon weights (imported by unimm.interop.hf_chameleon).
     qk_norm_kind: Literal["rms", "layer_per_head"] = "rms"
+    # A learned attention sink per head (gpt-oss; softmax off by one): each query's softmax
+    # also weighs a null key of logit `sink` and value zero, so a head whose keys all score low
+    # outputs about nothing. Plain softmax must spread its weight somewhere, and "is there a
+    # red circle?" then needs the attended value compared against the question; with the sink,
+    # whether anything matched is the output's size (unimm.model.attention.Attention.attend).
+    attention_sink: bool = False
     tie_embeddings: bool = False
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
     # RoPE frequency scaling for longer contexts than pretraining saw (imported checkpoints):

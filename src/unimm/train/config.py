@@ -61,6 +61,13 @@ class TrainConfig:
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
     # model first meets lone objects, whose codes the caption names unambiguously.
     object_curriculum_steps: int = 0
+    # > 0: a curriculum over the built-in world's yes/no questions. Over this many first steps
+    # the share of VQA images whose yes/no questions come in an easy form falls from all to none:
+    # "no" to "is there a red circle?" only where the scene has no red, "is A left of B?" only
+    # about objects a third of the canvas apart. One image feature then answers them (a
+    # first-order signal), where the balanced questions need the question-image match at once
+    # and sit at chance until it forms (docs/LOG.md, "Why yes/no stays at chance").
+    yes_no_curriculum_steps: int = 0
     cfg_dropout: float = 0.1  # drop the text condition of image targets (classifier-free guidance)
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
@@ -110,10 +117,9 @@ class TrainConfig:
             raise ValueError("train.max_tokens and train.max_flops must be > 0 (or none)")
         if self.save_fractions < 0:
             raise ValueError(f"train.save_fractions must be >= 0, got {self.save_fractions}")
-        if self.object_curriculum_steps < 0:
-            raise ValueError(
-                f"train.object_curriculum_steps must be >= 0, got {self.object_curriculum_steps}"
-            )
+        for name in ("object_curriculum_steps", "yes_no_curriculum_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.embed_lr_scale <= 0:
             raise ValueError(f"train.embed_lr_scale must be > 0, got {self.embed_lr_scale}")
         if not 0.0 <= self.ema_decay < 1.0:

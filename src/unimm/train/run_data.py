@@ -43,6 +43,7 @@ class RunData:
                 "rationale": t.vqa_rationale,
                 # the ramp is in the global batch's samples: world_samples counts sample indices
                 "object_ramp": t.object_curriculum_steps * t.batch_size,
+                "yes_no_ramp": t.yes_no_curriculum_steps * t.batch_size,
             },
         )
 

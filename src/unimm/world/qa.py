@@ -72,9 +72,24 @@ def _count_qs(scene: Scene, rng: random.Random) -> list[QA]:
     return qs
 
 
-def _exists_qs(scene: Scene, rng: random.Random, avoid_heldout: bool) -> list[QA]:
+def _easy_absent(scene: Scene, absent: list[Pair]) -> list[Pair]:
+    """The absent pairs that share as little as possible with the scene: neither colour nor
+    shape in it where there are such, else no colour in it (a scene of at most 4 objects
+    always leaves 2 of the 6 colours out). "Is there a red circle?" about a scene with no red
+    is answered by finding red alone, a first-order step towards matching both words."""
+    colors = {o.color for o in scene.objects}
+    shapes = {o.shape for o in scene.objects}
+    neither = [(c, s) for c, s in absent if c not in colors and s not in shapes]
+    return neither or [(c, s) for c, s in absent if c not in colors] or absent
+
+
+def _exists_qs(
+    scene: Scene, rng: random.Random, avoid_heldout: bool, easy: bool = False
+) -> list[QA]:
     pairs = scene.pairs()
     absent = _absent_pairs(scene, avoid_heldout)
+    if easy:
+        absent = _easy_absent(scene, absent)
     # answer balance: half yes, half no
     if rng.random() < 0.5 or not absent:
         c, s = rng.choice(sorted(pairs))
@@ -85,7 +100,16 @@ def _exists_qs(scene: Scene, rng: random.Random, avoid_heldout: bool) -> list[QA
     return [QA(f"is there {article(c)} {c} {s}?", answer, "exists", ((c, s),))]
 
 
-def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
+def _wide(a: Obj, rel: str, b: Obj, resolution: int) -> bool:
+    """The two objects lie at least a third of the canvas apart along rel's axis, so where the
+    first one sits on the canvas already tells most answers."""
+    gap = abs(a.x - b.x) if rel in ("left of", "right of") else abs(a.y - b.y)
+    return gap >= resolution / 3
+
+
+def _position_qs(scene: Scene, rng: random.Random, easy: bool = False) -> list[QA]:
+    """One "is the A <rel> the B?" question, yes or no with equal odds. easy keeps, for each
+    answer, the questions whose objects lie wide apart (_wide) where there are any."""
     pairs = scene.pairs()
     unique = [o for o in scene.objects if pairs[o.pair] == 1]
     yes: list[QA] = []
@@ -95,16 +119,23 @@ def _position_qs(scene: Scene, rng: random.Random) -> list[QA]:
         q = f"is the {a.color} {a.shape} {rel} the {b.color} {b.shape}?"
         return QA(q, answer, "position", (a.pair, b.pair))
 
-    for a in unique:
-        for b in unique:
-            if a is b:
-                continue
-            rels = relation(a, b, scene.resolution)
-            for rel in RELATIONS:
-                if rel in rels:
-                    yes.append(ask(a, rel, b, "yes"))
-                elif opposite(rel) in rels:  # clearly false; within the margin is not asked
-                    no.append(ask(a, rel, b, "no"))
+    for wide_only in (True, False) if easy else (False,):
+        for a in unique:
+            for b in unique:
+                if a is b:
+                    continue
+                rels = relation(a, b, scene.resolution)
+                for rel in RELATIONS:
+                    if wide_only and not _wide(a, rel, b, scene.resolution):
+                        continue
+                    if rel in rels:
+                        yes.append(ask(a, rel, b, "yes"))
+                    elif opposite(rel) in rels:  # clearly false; within the margin is not asked
+                        no.append(ask(a, rel, b, "no"))
+        if yes and no:
+            break
+        if wide_only:  # one answer has no wide question: ask as if not easy
+            yes, no = [], []
     if not yes and not no:
         return []
     pool = yes if (rng.random() < 0.5 and yes) or not no else no
@@ -209,11 +240,18 @@ def where_question(
 
 
 def questions(
-    scene: Scene, rng: random.Random, avoid_heldout: bool = True, qtypes: tuple[str, ...] = QTYPES
+    scene: Scene,
+    rng: random.Random,
+    avoid_heldout: bool = True,
+    qtypes: tuple[str, ...] = QTYPES,
+    easy_yes_no: bool = False,
 ) -> list[QA]:
     """At most one question per type (types with no unambiguous question are skipped), shuffled.
 
     avoid_heldout drops questions whose text or answer names a held-out colour-shape pair.
+    easy_yes_no asks the yes/no types in a form one image feature answers (a curriculum's early
+    steps): "no" exists questions name a colour the scene lacks (_easy_absent), position
+    questions ask about objects wide apart (_wide). Still half yes, half no.
     """
     for t in qtypes:
         if t not in QTYPES:
@@ -224,8 +262,8 @@ def questions(
         "color": _color_qs(scene),
         "shape": _shape_qs(scene),
         "count": _count_qs(scene, rng),
-        "exists": _exists_qs(scene, rng, avoid_heldout),
-        "position": _position_qs(scene, rng),
+        "exists": _exists_qs(scene, rng, avoid_heldout, easy_yes_no),
+        "position": _position_qs(scene, rng, easy_yes_no),
     }
     out: list[QA] = []
     for t in qtypes:

@@ -47,8 +47,10 @@ def sample_rng(split: str, seed: int, index: int) -> random.Random:
     return random.Random(f"unimm-world:{split}:{seed}:{index}")
 
 
-def _pick_question(scene: Scene, rng: random.Random, heldout: HeldoutMode) -> QA:
-    qs = questions(scene, rng, avoid_heldout=heldout == "exclude")
+def _pick_question(
+    scene: Scene, rng: random.Random, heldout: HeldoutMode, easy_yes_no: bool = False
+) -> QA:
+    qs = questions(scene, rng, avoid_heldout=heldout == "exclude", easy_yes_no=easy_yes_no)
     if heldout == "only":  # ask about the held-out pairs themselves where possible
         about = [q for q in qs if any(p in HELDOUT_PAIRS for p in q.pairs)]
         qs = about or qs
@@ -76,6 +78,7 @@ def make_sample(
     yes_no_twins: bool = False,
     where: bool = False,
     rationale: tuple[str, ...] = (),
+    easy_yes_no: bool = False,
 ) -> Sample:
     """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
     questions about a VQA image (one per question type, in random order) as the turns of one
@@ -85,7 +88,8 @@ def make_sample(
     random place in that conversation. rationale: the question types whose answers (in VQA and
     interleaved samples) first describe the image, with its canonical caption or for position
     questions qa.grounded_description, then give the answer after qa.ANSWER_MARK
-    (qa.with_rationale)."""
+    (qa.with_rationale). easy_yes_no asks VQA's yes/no questions in their easy form
+    (qa.questions)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
@@ -107,7 +111,7 @@ def make_sample(
     if task == "caption":
         return Sample([image, Text(canonical_caption(scene))], (1,), task, {"scene": scene})
     if task == "vqa" and (vqa_questions > 1 or yes_no_twins or where):
-        qs = questions(scene, rng, avoid_heldout=avoid)[:vqa_questions]
+        qs = questions(scene, rng, avoid_heldout=avoid, easy_yes_no=easy_yes_no)[:vqa_questions]
         if not qs:
             raise ValueError(f"no question for scene {scene}")
         if yes_no_twins:
@@ -123,7 +127,7 @@ def make_sample(
         meta = {"scene": scene, "qtype": qs[0].qtype, "qtypes": [qa.qtype for qa in qs]}
         return Sample(segments, tuple(range(2, 2 * len(qs) + 1, 2)), task, meta)
     if task == "vqa":
-        qa = reasoned(_pick_question(scene, rng, heldout), scene)
+        qa = reasoned(_pick_question(scene, rng, heldout, easy_yes_no), scene)
         meta = {"scene": scene, "qtype": qa.qtype}
         return Sample([image, Text(qa.question), Text(qa.answer)], (2,), task, meta)
     while True:  # a rare scene admits no edit (full, and no object nameable uniquely)
@@ -150,6 +154,14 @@ def make_sample(
     return Sample(segments, (1, 3, 5), task, meta)
 
 
+def easy_share(index: int, ramp: int) -> float:
+    """The share of sample `index`'s yes/no questions asked in their easy form under a linear
+    curriculum of `ramp` samples: all at first, none from sample `ramp` on."""
+    if ramp <= 0 or index >= ramp:
+        return 0.0
+    return 1.0 - index / ramp
+
+
 def ramp_max_objects(index: int, ramp: int, min_objects: int, max_objects: int) -> int:
     """The most objects sample `index` may have under a linear curriculum of `ramp` samples:
     equal shares of the ramp for each count from min_objects up, max_objects after it."""
@@ -172,6 +184,7 @@ def world_samples(
     yes_no_twins: bool = False,
     where: bool = False,
     rationale: tuple[str, ...] = (),
+    yes_no_ramp: int = 0,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
@@ -182,12 +195,15 @@ def world_samples(
     object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
     has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
     caption names what every object code shows, and reaches max_objects at sample object_ramp.
+    yes_no_ramp: > 0 asks the yes/no questions of sample i in their easy form (qa.questions)
+    with probability easy_share(i, yes_no_ramp), falling from 1 to 0 over that many samples.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     heldout = heldout or "exclude"
-    if object_ramp < 0:
-        raise ValueError(f"object_ramp must be >= 0, got {object_ramp}")
+    for name, ramp in (("object_ramp", object_ramp), ("yes_no_ramp", yes_no_ramp)):
+        if ramp < 0:
+            raise ValueError(f"{name} must be >= 0, got {ramp}")
     if split == "train" and heldout != "exclude":
         raise ValueError(
             "held-out colour-shape pairs never appear in training: use heldout='exclude'"
@@ -206,6 +222,9 @@ def world_samples(
         rng = sample_rng(split, seed, i)
         task = rng.choices(names, probs)[0]
         most = ramp_max_objects(i, object_ramp, min_objects, max_objects)
+        # drawn only inside the ramp, so that runs without it keep their samples
+        share = easy_share(i, yes_no_ramp)
+        easy = share > 0 and rng.random() < share
         sample = make_sample(
             task,
             rng,
@@ -217,6 +236,7 @@ def world_samples(
             yes_no_twins,
             where,
             rationale,
+            easy,
         )
         sample.meta["index"] = i
         yield sample
