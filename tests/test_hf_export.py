@@ -30,6 +30,7 @@ def random_backbone(**overrides) -> Transformer:
         ({}, "LlamaForCausalLM"),
         ({"qkv_bias": True}, "Qwen2ForCausalLM"),
         ({"tie_embeddings": True}, "LlamaForCausalLM"),
+        ({"qk_norm": True}, "Qwen3ForCausalLM"),
         (
             {
                 "rope_scaling": "llama3",
@@ -40,7 +41,7 @@ def random_backbone(**overrides) -> Transformer:
             "LlamaForCausalLM",
         ),
     ],
-    ids=["llama", "qwen2", "tied", "llama3-rope"],
+    ids=["llama", "qwen2", "tied", "qwen3", "llama3-rope"],
 )
 def test_export_loads_in_transformers(tmp_path, overrides, arch):
     model = random_backbone(**overrides)
@@ -68,6 +69,12 @@ def test_sharded_export_round_trip(tmp_path):
 
 
 def test_export_refuses_what_llama_cannot_hold(tmp_path):
-    with pytest.raises(HFImportError, match="qk_norm"):
-        export_hf_llm(random_backbone(qk_norm=True), tmp_path / "hf")
-    assert not (tmp_path / "hf").exists()
+    refused = {
+        "per-head q/k LayerNorm": {"qk_norm": True, "qk_norm_kind": "layer_per_head"},
+        "q/k norms and q/k/v biases": {"qk_norm": True, "qkv_bias": True},
+        "attention sinks": {"attention_sink": True},
+    }
+    for why, overrides in refused.items():
+        with pytest.raises(HFImportError, match=why):
+            export_hf_llm(random_backbone(**overrides), tmp_path / "hf")
+        assert not (tmp_path / "hf").exists()

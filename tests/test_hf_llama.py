@@ -1,5 +1,5 @@
-"""Llama / Qwen2 import: tiny random transformers models saved to disk, loaded into the unimm
-backbone, must give the same logits (<= 1e-4, fp32) and the same greedy tokens."""
+"""Llama / Qwen2 / Qwen3 import: tiny random transformers models saved to disk, loaded into the
+unimm backbone, must give the same logits (<= 1e-4, fp32) and the same greedy tokens."""
 
 from __future__ import annotations
 
@@ -43,9 +43,14 @@ def tiny_hf(kind: str, **overrides):
     if kind == "llama":
         cfg = transformers.LlamaConfig(**{**TINY, "rope_theta": 5000.0, **overrides})
         model = transformers.LlamaForCausalLM(cfg)
-    else:
+    elif kind == "qwen2":
         cfg = transformers.Qwen2Config(**{**TINY, **overrides})
         model = transformers.Qwen2ForCausalLM(cfg)
+    else:
+        # Qwen3Config's head_dim defaults to 128 whatever the width
+        head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+        cfg = transformers.Qwen3Config(**{**TINY, "head_dim": head_dim, **overrides})
+        model = transformers.Qwen3ForCausalLM(cfg)
     with torch.no_grad():  # non-trivial norms and biases, so a mapping slip shows in logits
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith(".bias"):
@@ -72,11 +77,12 @@ def hf_generate(model, ids: torch.Tensor, n: int) -> list[int]:
     [
         ("llama", {}),
         ("qwen2", {}),
+        ("qwen3", {}),
         ("llama", {"tie_word_embeddings": True}),
         ("llama", {"rope_parameters": LLAMA3_ROPE}),
         ("qwen2", {"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}}),
     ],
-    ids=["llama", "qwen2", "llama-tied", "llama3-rope", "linear-rope"],
+    ids=["llama", "qwen2", "qwen3", "llama-tied", "llama3-rope", "linear-rope"],
 )
 def test_import_matches_transformers(tmp_path, kind, overrides):
     ref = tiny_hf(kind, **overrides)
@@ -94,6 +100,7 @@ def test_import_matches_transformers(tmp_path, kind, overrides):
         with torch.no_grad():
             assert (plain(ids) - want).abs().max() > 1e-2
     assert model.config.qkv_bias == (kind == "qwen2")
+    assert model.config.qk_norm == (kind == "qwen3")
     assert model.config.tie_embeddings == bool(overrides.get("tie_word_embeddings", False))
     prompt = ids[:1, :5]
     ours = generate(model, [prompt[0].tolist()], 12, temperature=0.0)[0]

@@ -104,7 +104,10 @@ def _small() -> RunConfig:
     # 2026-12-07 left 3 minutes of that unused. train.max_seconds=none turns the clock off and
     # train.steps alone decides.
     return RunConfig(
-        model=MODEL_PRESETS["small"](max_seq_len=256),
+        # QK-norm: at 1400 steps x 48, two seeds paired, GenEval-scene +0.045 / +0.050, VQA-scene
+        # +0.010 / +0.068, captions +0.065 / +0.035, for 2-5 % more time a step (docs/LOG.md,
+        # "QK-norm, second seed")
+        model=MODEL_PRESETS["small"](max_seq_len=256, qk_norm=True),
         vq=VQ_PRESETS["small"](),
         # Muon for the hidden matrices: at 450 steps the image loss is where AdamW's is at 700;
         # three questions per VQA image: GenEval-scene +0.04 over two seeds at equal steps for

@@ -46,7 +46,7 @@ def save_backbone(model: Transformer, directory: str | Path) -> Path:
 
 def load_backbone(directory: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
     """The backbone of any of: a unimm backbone checkpoint, a unimm recipe checkpoint (its
-    `backbone.*` weights), or a Hugging Face Llama / Qwen2 / Chameleon / Janus folder."""
+    `backbone.*` weights), or a Hugging Face Llama / Qwen2 / Qwen3 / Chameleon / Janus folder."""
     directory = Path(directory)
     if is_hf_folder(directory):
         kind = read_json(directory / CONFIG_FILE)["model_type"]

@@ -36,9 +36,10 @@ def add_interop_parsers(sub: argparse._SubParsersAction) -> None:
 
     x = sub.add_parser(
         "export",
-        help="export a checkpoint's backbone as a Hugging Face Llama (or Qwen2) folder",
+        help="export a checkpoint's backbone as a Hugging Face Llama (or Qwen2 / Qwen3) folder",
         description="Writes DEST_DIR so that transformers' AutoModelForCausalLM loads it: "
-        "Llama, or Qwen2 when the backbone has q/k/v biases. Recipe parts outside the "
+        "Llama; Qwen2 when the backbone has q/k/v biases, Qwen3 when it has the q/k norm (the "
+        "small and reference presets do). Recipe parts outside the "
         "backbone (e.g. chameleon's 2-D image-position embedding) are not exported.",
     )
     x.add_argument("checkpoint", help="unimm checkpoint (recipe or backbone)")

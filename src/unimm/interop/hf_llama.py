@@ -1,15 +1,18 @@
-"""Hugging Face Llama / Qwen2 checkpoints <-> the unimm backbone (unimm.model.Transformer).
+"""Hugging Face Llama / Qwen2 / Qwen3 checkpoints <-> the unimm backbone (unimm.model.Transformer).
 
-Both families are the backbone unimm already has (pre-norm RMSNorm, rotate-half RoPE, GQA,
-SwiGLU); Qwen2 adds biases on q/k/v (`ModelConfig.qkv_bias`). The mapping is explicit, tensor
-by tensor; anything the backbone cannot express (rope scaling, sliding windows, MLP or output
-biases, a head_dim that is not dim / n_heads) is refused by name instead of silently dropped.
+The three families are the backbone unimm already has (pre-norm RMSNorm, rotate-half RoPE, GQA,
+SwiGLU); Qwen2 adds biases on q/k/v (`ModelConfig.qkv_bias`), Qwen3 an RMSNorm over each head's
+queries and keys before RoPE, shared by the heads (`ModelConfig.qk_norm`, kind "rms"). The
+mapping is explicit, tensor by tensor; anything the backbone cannot express (rope scaling,
+sliding windows, MLP or output biases, a head_dim that is not dim / n_heads) is refused by name
+instead of silently dropped.
 
 Name map (i = layer; unimm fuses q/k/v into wqkv and gate/up into w13, in that order):
     model.embed_tokens.weight                  tok_embeddings.weight
     model.layers.i.input_layernorm.weight      layers.i.attn_norm.weight
     model.layers.i.self_attn.{q,k,v}_proj.*    layers.i.attn.wqkv.*          (concatenated)
     model.layers.i.self_attn.o_proj.weight     layers.i.attn.wo.weight
+    model.layers.i.self_attn.{q,k}_norm.weight layers.i.attn.{q,k}_norm.weight (Qwen3)
     model.layers.i.post_attention_layernorm.w  layers.i.mlp_norm.weight
     model.layers.i.mlp.{gate,up}_proj.weight   layers.i.mlp.w13.weight       (concatenated)
     model.layers.i.mlp.down_proj.weight        layers.i.mlp.w2.weight
@@ -28,7 +31,7 @@ from unimm.interop.hf_files import HFImportError, read_hf_config, read_hf_weight
 from unimm.model.config import ModelConfig
 from unimm.model.transformer import Transformer
 
-LLM_TYPES = ("llama", "qwen2")
+LLM_TYPES = ("llama", "qwen2", "qwen3")
 # Buffers some older checkpoints saved; they are recomputed from the config, never weights.
 _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -60,7 +63,8 @@ def rope_fields(cfg: dict, where: str) -> dict:
 
 
 def model_config_from_hf(cfg: dict, where: str = "config.json") -> ModelConfig:
-    """A transformers LlamaConfig / Qwen2Config dict -> the equivalent ModelConfig."""
+    """A transformers LlamaConfig / Qwen2Config / Qwen3Config dict -> the equivalent
+    ModelConfig."""
     kind = cfg.get("model_type")
     if kind not in LLM_TYPES:
         raise HFImportError(f"{where}: model_type {kind!r} is not one of {list(LLM_TYPES)}")
@@ -94,6 +98,7 @@ def model_config_from_hf(cfg: dict, where: str = "config.json") -> ModelConfig:
             norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             qkv_bias=kind == "qwen2",
+            qk_norm=kind == "qwen3",
         )
     except KeyError as e:
         raise HFImportError(f"{where}: missing key {e.args[0]!r}") from None
@@ -139,7 +144,9 @@ def backbone_state_from_hf(
     """The unimm Transformer state dict from Llama-layout tensors named `prefix...`.
 
     qk_norm: the q/k norm tensor names inside self_attn ("q_norm"/"k_norm") for families that
-    have one (Chameleon); their values are taken as they are, shaped like the unimm backbone's.
+    have one (Chameleon, Qwen3); their values are taken as they are, shaped like the unimm
+    backbone's: a weight and a bias per head (qk_norm_kind "layer_per_head", Chameleon) or one
+    weight shared by the heads ("rms", Qwen3).
     """
     src = _Consumer(tensors, where)
     D, hd, H, Hkv, F = c.dim, c.head_dim, c.n_heads, c.n_kv_heads, c.hidden_dim
@@ -157,10 +164,11 @@ def backbone_state_from_hf(
             out[f"layers.{i}.attn.wqkv.bias"] = torch.cat([bq, bk, bv])
         out[f"layers.{i}.attn.wo.weight"] = src.take(a + "o_proj.weight", (D, H * hd))
         if qk_norm is not None:
+            per_head = c.qk_norm_kind == "layer_per_head"
             for which in ("q", "k"):
-                for param in ("weight", "bias"):
+                for param in ("weight", "bias") if per_head else ("weight",):
                     name = f"{a}{which}_norm.{param}"
-                    shape = (H if which == "q" else Hkv, hd)
+                    shape = (H if which == "q" else Hkv, hd) if per_head else (hd,)
                     out[f"layers.{i}.attn.{which}_norm.{param}"] = src.take(name, shape)
         out[f"layers.{i}.attn_norm.weight"] = src.take(p + "input_layernorm.weight", (D,))
         out[f"layers.{i}.mlp_norm.weight"] = src.take(p + "post_attention_layernorm.weight", (D,))
@@ -197,12 +205,15 @@ def build_backbone(
 
 
 def load_hf_llm(directory: str | Path, dtype: torch.dtype = torch.float32) -> Transformer:
-    """A Hugging Face Llama or Qwen2 folder (config.json + safetensors, sharded or not) -> the
-    unimm backbone, with identical outputs (up to float rounding)."""
+    """A Hugging Face Llama, Qwen2 or Qwen3 folder (config.json + safetensors, sharded or not) ->
+    the unimm backbone, with identical outputs (up to float rounding)."""
     directory = Path(directory)
     cfg = read_hf_config(directory)
     config = model_config_from_hf(cfg, str(directory / "config.json"))
-    state = backbone_state_from_hf(read_hf_weights(directory), config, str(directory))
+    qk_norm = "q_norm" if config.qk_norm else None
+    state = backbone_state_from_hf(
+        read_hf_weights(directory), config, str(directory), qk_norm=qk_norm
+    )
     return build_backbone(config, state, dtype).eval()
 
 
@@ -210,13 +221,19 @@ def load_hf_llm(directory: str | Path, dtype: torch.dtype = torch.float32) -> Tr
 
 
 def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
-    """The transformers config dict for a backbone: Qwen2 when it has q/k/v biases, else Llama."""
-    if c.qk_norm:
+    """The transformers config dict for a backbone: Qwen3 when it has the q/k norm, Qwen2 when
+    it has q/k/v biases, else Llama."""
+    if c.qk_norm and (c.qk_norm_kind != "rms" or c.qkv_bias):
         raise HFImportError(
-            "a backbone with qk_norm has no Llama/Qwen2 equivalent (transformers' Llama has no "
-            "q/k norm); export refused"
+            "a backbone with a per-head q/k LayerNorm, or with q/k norms and q/k/v biases, has no "
+            "Llama/Qwen2/Qwen3 equivalent; export refused"
         )
-    kind = "qwen2" if c.qkv_bias else "llama"
+    if c.attention_sink:
+        raise HFImportError(
+            "a backbone with attention sinks (model.attention_sink) has no Llama/Qwen2/Qwen3 "
+            "equivalent; export refused"
+        )
+    kind = "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
     rope: dict = {"rope_type": "default", "rope_theta": c.rope_theta}
     if c.rope_scaling != "none":
         rope.update(rope_type=c.rope_scaling, factor=c.rope_scaling_factor)
@@ -228,7 +245,11 @@ def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> 
             original_max_position_embeddings=c.rope_original_max_seq_len,
         )
     cfg = {
-        "architectures": ["Qwen2ForCausalLM" if c.qkv_bias else "LlamaForCausalLM"],
+        "architectures": [
+            {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[
+                kind
+            ]
+        ],  # fmt: skip
         "model_type": kind,
         "vocab_size": c.vocab_size,
         "hidden_size": c.dim,
@@ -251,6 +272,8 @@ def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> 
         cfg.update(attention_bias=False, mlp_bias=False)
     else:
         cfg.update(use_sliding_window=False)
+    if kind == "qwen3":
+        cfg.update(attention_bias=False)
     return cfg
 
 
@@ -265,6 +288,9 @@ def hf_state_from_backbone(model: Transformer) -> dict[str, torch.Tensor]:
             q, k, v = s[f"layers.{i}.attn.wqkv.{part}"].split([q_dim, kv_dim, kv_dim])
             out.update({f"{a}q_proj.{part}": q, f"{a}k_proj.{part}": k, f"{a}v_proj.{part}": v})
         out[a + "o_proj.weight"] = s[f"layers.{i}.attn.wo.weight"]
+        if c.qk_norm:
+            out[a + "q_norm.weight"] = s[f"layers.{i}.attn.q_norm.weight"]
+            out[a + "k_norm.weight"] = s[f"layers.{i}.attn.k_norm.weight"]
         out[p + "input_layernorm.weight"] = s[f"layers.{i}.attn_norm.weight"]
         out[p + "post_attention_layernorm.weight"] = s[f"layers.{i}.mlp_norm.weight"]
         gate, up = s[f"layers.{i}.mlp.w13.weight"].split(c.hidden_dim)
@@ -280,7 +306,8 @@ def export_hf_llm(
     model: Transformer, directory: str | Path, max_shard_bytes: int | None = None
 ) -> Path:
     """Write the backbone as a Hugging Face folder that `AutoModelForCausalLM.from_pretrained`
-    loads (LlamaForCausalLM, or Qwen2ForCausalLM when the backbone has q/k/v biases).
+    loads (LlamaForCausalLM; Qwen2ForCausalLM when the backbone has q/k/v biases,
+    Qwen3ForCausalLM when it has the q/k norm).
     Recipe-specific parts around the backbone (e.g. Chameleon's 2-D image-position embedding)
     are not part of a Llama and are not exported."""
     config = hf_config_from_model(model.config, model.tok_embeddings.weight.dtype)
