@@ -98,12 +98,7 @@ class MMDiTBlock(MoTBlock):
         )  # (B, T, H + 2 Hkv, hd)
         a = u.attn
         q, k, v = qkv.split([a.n_heads, a.n_kv_heads, a.n_kv_heads], dim=-2)
-        # The experts share attention; its only weights, the sinks, are each token's expert's.
-        sink = (
-            None
-            if a.sink is None
-            else routing.merge(a.sink.expand(len(x_und), -1), g.attn.sink.expand(len(x_gen), -1))
-        )  # (B, T, H)
+        sink = self.token_sinks(routing, len(x_und), len(x_gen))
         y_und, y_gen = routing.split(
             a.attend(q, k, v, mask=mask, is_causal=is_causal, cache=cache, layer=layer, sink=sink)
         )  # (K, H * hd) each

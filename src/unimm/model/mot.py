@@ -65,6 +65,14 @@ class MoTBlock(nn.Module):
         self.und = Block(config)
         self.gen = Block(config)
 
+    def token_sinks(self, routing: Routing, n_und: int, n_gen: int) -> Tensor | None:
+        """Each token's expert's attention sinks (B, T, H), or None without sinks: the experts
+        share attention, and the sinks are its only weights."""
+        if self.und.attn.sink is None:
+            return None
+        und, gen = self.und.attn.sink, self.gen.attn.sink
+        return routing.merge(und.expand(n_und, -1), gen.expand(n_gen, -1))
+
     def forward(
         self,
         x_und: Tensor,
@@ -85,12 +93,7 @@ class MoTBlock(nn.Module):
         )  # (B, T, H + 2 Hkv, hd)
         a = u.attn
         q, k, v = qkv.split([a.n_heads, a.n_kv_heads, a.n_kv_heads], dim=-2)
-        # The experts share attention; its only weights, the sinks, are each token's expert's.
-        sink = (
-            None
-            if a.sink is None
-            else routing.merge(a.sink.expand(len(x_und), -1), g.attn.sink.expand(len(x_gen), -1))
-        )  # (B, T, H)
+        sink = self.token_sinks(routing, len(x_und), len(x_gen))
         y_und, y_gen = routing.split(
             a.attend(q, k, v, mask=mask, is_causal=is_causal, cache=cache, layer=layer, sink=sink)
         )  # (K, H * hd) each

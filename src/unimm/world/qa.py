@@ -112,34 +112,30 @@ def _position_qs(scene: Scene, rng: random.Random, easy: bool = False) -> list[Q
     answer, the questions whose objects lie wide apart (_wide) where there are any."""
     pairs = scene.pairs()
     unique = [o for o in scene.objects if pairs[o.pair] == 1]
-    yes: list[QA] = []
-    no: list[QA] = []
+    yes: list[tuple[Obj, str, Obj]] = []  # (a, rel, b): "is the a <rel> the b?"
+    no: list[tuple[Obj, str, Obj]] = []
 
-    def ask(a: Obj, rel: str, b: Obj, answer: str) -> QA:
-        q = f"is the {a.color} {a.shape} {rel} the {b.color} {b.shape}?"
-        return QA(q, answer, "position", (a.pair, b.pair))
-
-    for wide_only in (True, False) if easy else (False,):
-        for a in unique:
-            for b in unique:
-                if a is b:
-                    continue
-                rels = relation(a, b, scene.resolution)
-                for rel in RELATIONS:
-                    if wide_only and not _wide(a, rel, b, scene.resolution):
-                        continue
-                    if rel in rels:
-                        yes.append(ask(a, rel, b, "yes"))
-                    elif opposite(rel) in rels:  # clearly false; within the margin is not asked
-                        no.append(ask(a, rel, b, "no"))
-        if yes and no:
-            break
-        if wide_only:  # one answer has no wide question: ask as if not easy
-            yes, no = [], []
+    for a in unique:
+        for b in unique:
+            if a is b:
+                continue
+            rels = relation(a, b, scene.resolution)
+            for rel in RELATIONS:
+                if rel in rels:
+                    yes.append((a, rel, b))
+                elif opposite(rel) in rels:  # clearly false; within the margin is not asked
+                    no.append((a, rel, b))
+    if easy:  # the wide questions, where both answers have some
+        wide_yes = [t for t in yes if _wide(*t, scene.resolution)]
+        wide_no = [t for t in no if _wide(*t, scene.resolution)]
+        if wide_yes and wide_no:
+            yes, no = wide_yes, wide_no
     if not yes and not no:
         return []
-    pool = yes if (rng.random() < 0.5 and yes) or not no else no
-    return [rng.choice(pool)]
+    answer = "yes" if (rng.random() < 0.5 and yes) or not no else "no"
+    a, rel, b = rng.choice(yes if answer == "yes" else no)
+    q = f"is the {a.color} {a.shape} {rel} the {b.color} {b.shape}?"
+    return [QA(q, answer, "position", (a.pair, b.pair))]
 
 
 def grounded_description(scene: Scene) -> str:
