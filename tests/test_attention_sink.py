@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from unimm.model import MODEL_PRESETS, Transformer
-from unimm.model.attention import Attention
+from unimm.model.attention import Attention, KVCache
 from unimm.model.masks import padding_mask
+from unimm.model.mot import MoTBlock
 from unimm.paradigms.autoregressive import generate
 
 
@@ -90,3 +91,90 @@ def test_the_sink_trains():
     m = Transformer(MODEL_PRESETS["tiny"](attention_sink=True))
     m(torch.randint(0, 60, (2, 6))).logsumexp(-1).sum().backward()
     assert all(layer.attn.sink.grad.abs().sum() > 0 for layer in m.layers)
+
+
+def with_null_key_vector(q, k, v, null_key, seen):
+    """The same, the null key's logit being q . k_null / sqrt(hd) for each query."""
+    group = q.shape[1] // k.shape[1]
+    logits = (q * null_key.repeat_interleave(group, 0)[None, :, None]).sum(-1) / q.shape[-1] ** 0.5
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = ((q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5).masked_fill(~seen, float("-inf"))
+    weights = torch.cat([logits[..., None], scores], -1).softmax(-1)[..., 1:]
+    return weights @ v  # (B, H, T, hd)
+
+
+@pytest.mark.parametrize("how", ["causal", "bool mask", "cached"])
+def test_the_key_sink_is_a_null_key_vector_of_value_zero(how):
+    torch.manual_seed(0)
+    cfg = MODEL_PRESETS["tiny"](
+        attention_sink=True, attention_sink_kind="key", n_heads=4, n_kv_heads=2
+    )
+    attn = Attention(cfg)
+    assert attn.sink is None and attn.null_key.shape == (2, cfg.head_dim)
+    with torch.no_grad():
+        attn.null_key.normal_(0, 2.0)
+    B, T, hd = 2, 7, cfg.head_dim
+    q, k, v = torch.randn(B, T, 4, hd), torch.randn(B, T, 2, hd), torch.randn(B, T, 2, hd)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    seen, cache, kw = causal, None, {"mask": None, "is_causal": True}
+    if how == "bool mask":  # a block of bidirectional keys inside a causal mask
+        seen = causal.clone()
+        seen[2:5, 2:5] = True
+        kw = {"mask": seen.expand(B, 1, T, T), "is_causal": False}
+    if how == "cached":  # the first four keys come from the cache, the last three queries ask
+        cache = KVCache(1, B, 2, 16, hd)
+        cache.update(0, k[:, :4].transpose(1, 2), v[:, :4].transpose(1, 2))
+        cache.advance(4)
+        kw = {"mask": causal[4:], "is_causal": False}
+        got = attn.attend(q[:, 4:], k[:, 4:], v[:, 4:], cache=cache, layer=0, **kw)
+        got = torch.cat(
+            [
+                attn.attend(
+                    q[:, :4], k[:, :4], v[:, :4], cache=None, layer=0, mask=None, is_causal=True
+                ),
+                got,
+            ],
+            1,
+        )
+    else:
+        got = attn.attend(q, k, v, cache=cache, layer=0, **kw)  # (B, T, H * hd)
+    want = with_null_key_vector(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn.null_key, seen
+    )
+    torch.testing.assert_close(got, want.transpose(1, 2).reshape(B, T, -1))
+
+
+@pytest.fixture(scope="module")
+def key_model() -> Transformer:
+    torch.manual_seed(2)
+    m = Transformer(MODEL_PRESETS["tiny"](attention_sink=True, attention_sink_kind="key"))
+    with torch.no_grad():
+        m.output.weight.mul_(20)
+        for layer in m.layers:
+            layer.attn.null_key.normal_(0, 1.0)
+    return m
+
+
+def test_key_sink_cached_batched_and_padded_are_exact(key_model):
+    prompts = [[5, 9, 2, 7, 7, 1], [3], [11, 4, 60, 8]]
+    cached = generate(key_model, prompts, 10, temperature=0)
+    assert cached == generate(key_model, prompts, 10, temperature=0, use_cache=False)
+    assert cached == [generate(key_model, [p], 10, temperature=0)[0] for p in prompts]
+    alone = key_model(torch.tensor([[3, 8, 9]]))[:, -1]
+    padded = torch.tensor([[0, 0, 0, 3, 8, 9]])
+    pad = torch.tensor([[True] * 3 + [False] * 3])
+    got = key_model(padded, torch.tensor([[0, 0, 0, 0, 1, 2]]), padding_mask(pad))[:, -1]
+    torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_the_key_sink_trains_and_experts_refuse_it():
+    torch.manual_seed(0)
+    cfg = MODEL_PRESETS["tiny"](attention_sink=True, attention_sink_kind="key")
+    m = Transformer(cfg)  # null keys start at zero: every query scores the null key 0
+    m(torch.randint(0, 60, (2, 6))).logsumexp(-1).sum().backward()
+    assert all(layer.attn.null_key.grad.abs().sum() > 0 for layer in m.layers)
+    with pytest.raises(ValueError, match="attention_sink_kind='logit'"):
+        MoTBlock(cfg)
+    with pytest.raises(ValueError, match="attention_sink_kind"):
+        MODEL_PRESETS["tiny"](attention_sink=True, attention_sink_kind="bias")

@@ -130,6 +130,24 @@ def log_normaliser(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -
     return scores.logsumexp(-1, keepdim=True)
 
 
+def prepend_null_key(
+    q: Tensor, k: Tensor, v: Tensor, null_key: Tensor, mask: Tensor | None, is_causal: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Put a null key (Hkv, hd) of value zero before the keys k, v (B, Hkv, S, hd), visible to
+    every query. Under is_causal (top-left aligned) a zero query row goes before q too, so
+    that query i still sees keys 0..i and SDPA keeps its causal path; the caller drops that
+    row's output. A mask gains a visible first column."""
+    B, Hkv, _, hd = k.shape
+    k = torch.cat([null_key.to(k.dtype).view(1, Hkv, 1, hd).expand(B, -1, -1, -1), k], dim=2)
+    v = torch.cat([v.new_zeros(B, Hkv, 1, hd), v], dim=2)
+    if is_causal:
+        q = torch.cat([q.new_zeros(B, q.shape[1], 1, hd), q], dim=2)
+    elif mask is not None:
+        visible = True if mask.dtype == torch.bool else 0.0
+        mask = torch.cat([mask.new_full((*mask.shape[:-1], 1), visible), mask], dim=-1)
+    return q, k, v, mask
+
+
 class Attention(nn.Module):
     """Causal-or-masked self-attention with a fused q/k/v projection and optional QK-norm."""
 
@@ -151,8 +169,13 @@ class Attention(nn.Module):
             else:
                 self.q_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
                 self.k_norm = RMSNorm(self.head_dim, eps=config.norm_eps)
-        # the null key's logit per head (config.attention_sink); 0 is softmax off by one
-        self.sink = nn.Parameter(torch.zeros(self.n_heads)) if config.attention_sink else None
+        # config.attention_sink: the null key's logit per head, or its key per kv head; zero
+        # (either way a logit of 0 for every query at the start) is softmax off by one
+        self.sink = self.null_key = None
+        if config.attention_sink and config.attention_sink_kind == "logit":
+            self.sink = nn.Parameter(torch.zeros(self.n_heads))
+        elif config.attention_sink:
+            self.null_key = nn.Parameter(torch.zeros(self.n_kv_heads, self.head_dim))
 
     def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of x (..., D), normed and rotated: (..., H, hd), (..., Hkv,
@@ -183,8 +206,8 @@ class Attention(nn.Module):
     ) -> Tensor:
         """Attention of q (B, T, H, hd) over k, v (B, T, Hkv, hd) and the cache's keys; returns
         the heads' outputs (B, T, H * hd) before the output projection. Its only weights are
-        the sinks (config.attention_sink): self.sink per head, or `sink` (B, T, H) per token
-        where experts share one attention (unimm.model.mot)."""
+        the sinks (config.attention_sink): self.sink per head or self.null_key per kv head, or
+        `sink` (B, T, H) per token where experts share one attention (unimm.model.mot)."""
         B, T = q.shape[:2]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, hd)
         if cache is not None:
@@ -196,6 +219,8 @@ class Attention(nn.Module):
             q, k, v = q.float(), k.float(), v.float()
         # CPU autocast would cast fp32 inputs of SDPA back to bf16: step out of it to upcast.
         with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
+            if self.null_key is not None:
+                q, k, v, mask = prepend_null_key(q, k, v, self.null_key, mask, is_causal)
             y = F.scaled_dot_product_attention(
                 q,
                 k,
@@ -203,7 +228,9 @@ class Attention(nn.Module):
                 attn_mask=mask,
                 is_causal=is_causal,
                 enable_gqa=self.n_kv_heads != self.n_heads,
-            )  # (B, H, T, hd)
+            )  # (B, H, T, hd), or T + 1 rows with the null key under is_causal
+            if self.null_key is not None and is_causal:
+                y = y[:, :, 1:]
             if sink is not None or self.sink is not None:
                 # softmax with a null key of value zero = plain softmax x Z / (Z + e^sink)
                 lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)

@@ -45,6 +45,12 @@ class ModelConfig:
     # red circle?" then needs the attended value compared against the question; with the sink,
     # whether anything matched is the output's size (unimm.model.attention.Attention.attend).
     attention_sink: bool = False
+    # How the null key scores. "logit": a learned logit per head, the same for every query; the
+    # output is SDPA's times sigmoid(lse - sink), with the log-normaliser recomputed (one more
+    # QK^T, about 1.3x a training step here). "key": a learned key vector per kv head, scored
+    # q . k_null like any key and prepended to the keys, so SDPA computes it and keeps its fast
+    # paths (dense backbones only; experts that share attention need the per-token logits).
+    attention_sink_kind: Literal["logit", "key"] = "logit"
     tie_embeddings: bool = False
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
     # RoPE frequency scaling for longer contexts than pretraining saw (imported checkpoints):
@@ -98,6 +104,11 @@ class ModelConfig:
             raise ValueError(
                 "ModelConfig needs rope_scaling_factor > 0 and 0 < low < high in "
                 f"rope_llama3_freq_factors, got {self.rope_scaling_factor}, {(low, high)}"
+            )
+        if self.attention_sink_kind not in ("logit", "key"):
+            raise ValueError(
+                f"ModelConfig.attention_sink_kind must be 'logit' or 'key', "
+                f"got {self.attention_sink_kind!r}"
             )
         if self.qk_norm_kind not in ("rms", "layer_per_head"):
             raise ValueError(

@@ -62,6 +62,13 @@ class MoTBlock(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.attention_sink and config.attention_sink_kind != "logit":
+            # a null key is one more key of the shared attention, so it could not be an
+            # expert's own weight the way a per-token logit is
+            raise ValueError(
+                "experts that share one attention take model.attention_sink_kind='logit', got "
+                f"{config.attention_sink_kind!r}"
+            )
         self.und = Block(config)
         self.gen = Block(config)
 
