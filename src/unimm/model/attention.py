@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from unimm.model.config import ModelConfig
 from unimm.model.layers import PerHeadLayerNorm, RMSNorm, apply_rope
+from unimm.model.sink_attention import sink_attention
 
 # On CPU, SDPA's bf16 backward is 2-3x slower than its fp32 backward at this project's shapes
 # (T ~ 100, head_dim 32: 170 ms vs 64 ms per layer and batch of 48 on AMD Zen 4), while
@@ -221,20 +222,24 @@ class Attention(nn.Module):
         with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
             if self.null_key is not None:
                 q, k, v, mask = prepend_null_key(q, k, v, self.null_key, mask, is_causal)
-            y = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                is_causal=is_causal,
-                enable_gqa=self.n_kv_heads != self.n_heads,
-            )  # (B, H, T, hd), or T + 1 rows with the null key under is_causal
+            sink = self.sink if sink is None else sink  # (H,) or (B, T, H), or None
+            if sink is not None and q.device.type == "cpu":
+                y = sink_attention(q, k, v, sink, mask, is_causal)  # one fused kernel
+            else:
+                y = F.scaled_dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    attn_mask=mask,
+                    is_causal=is_causal,
+                    enable_gqa=self.n_kv_heads != self.n_heads,
+                )  # (B, H, T, hd), or T + 1 rows with the null key under is_causal
             if self.null_key is not None and is_causal:
                 y = y[:, :, 1:]
-            if sink is not None or self.sink is not None:
+            if sink is not None and q.device.type != "cpu":
                 # softmax with a null key of value zero = plain softmax x Z / (Z + e^sink)
                 lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)
-                sink = self.sink.view(1, -1, 1) if sink is None else sink.transpose(1, 2)
+                sink = sink.view(1, -1, 1) if sink.dim() == 1 else sink.transpose(1, 2)
                 y = y * torch.sigmoid(lse - sink.to(lse.dtype).unsqueeze(-1))
         return y.to(dtype).transpose(1, 2).reshape(B, T, -1)
 

@@ -46,10 +46,11 @@ class ModelConfig:
     # whether anything matched is the output's size (unimm.model.attention.Attention.attend).
     attention_sink: bool = False
     # How the null key scores. "logit": a learned logit per head, the same for every query; the
-    # output is SDPA's times sigmoid(lse - sink), with the log-normaliser recomputed (one more
-    # QK^T, about 1.3x a training step here). "key": a learned key vector per kv head, scored
-    # q . k_null like any key and prepended to the keys, so SDPA computes it and keeps its fast
-    # paths (dense backbones only; experts that share attention need the per-token logits).
+    # output is attention's times sigmoid(lse - sink), lse from the CPU flash kernel with its
+    # gradient folded into the kernel's backward (unimm.model.sink_attention; about 1.1x a
+    # training step). "key": a learned key vector per kv head, scored q . k_null like any key
+    # and prepended to the keys, so plain SDPA computes it (about 1.0x a step; dense backbones
+    # only, since experts that share attention need per-token logits).
     attention_sink_kind: Literal["logit", "key"] = "logit"
     tie_embeddings: bool = False
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
