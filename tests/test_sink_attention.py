@@ -1,6 +1,7 @@
 """The fused sink kernel (unimm.model.sink_attention) against the sink written with a recomputed
-log-normaliser (unimm.model.attention.log_normaliser, the path off the CPU): the same outputs
-and the same gradients for queries, keys, values and sinks, under every mask the models use."""
+log-normaliser (unimm.model.attention.gate_by_recomputed_sink, the path off the CPU): the same
+outputs and the same gradients for queries, keys, values and sinks, under every mask the models
+use."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from unimm.model import MODEL_PRESETS, Transformer
-from unimm.model.attention import log_normaliser
+from unimm.model.attention import gate_by_recomputed_sink
 from unimm.model.sink_attention import sink_attention
 
 
@@ -17,9 +18,7 @@ def recomputed(q, k, v, sink, mask, is_causal):
     y = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True
     )
-    lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)
-    sink = sink.view(1, -1, 1) if sink.dim() == 1 else sink.transpose(1, 2)
-    return y * torch.sigmoid(lse - sink.unsqueeze(-1))
+    return gate_by_recomputed_sink(y, q, k, sink, mask, is_causal)
 
 
 @pytest.mark.parametrize("how", ["causal", "block mask", "per-token sinks", "left padding"])

@@ -131,6 +131,18 @@ def log_normaliser(q: Tensor, k: Tensor, mask: Tensor | None, is_causal: bool) -
     return scores.logsumexp(-1, keepdim=True)
 
 
+def gate_by_recomputed_sink(
+    y: Tensor, q: Tensor, k: Tensor, sink: Tensor, mask: Tensor | None, is_causal: bool
+) -> Tensor:
+    """Attention's output y (B, H, T, hd) as if a null key of logit `sink` ((H,) per head or
+    (B, T, H) per token) and value zero had been among the keys: softmax with it = plain
+    softmax x Z / (Z + e^sink), the normaliser Z recomputed (log_normaliser). The path off the
+    CPU, and the reference for the fused kernel (unimm.model.sink_attention)."""
+    lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)
+    sink = sink.view(1, -1, 1) if sink.dim() == 1 else sink.transpose(1, 2)  # (B|1, H, T|1)
+    return y * torch.sigmoid(lse - sink.to(lse.dtype).unsqueeze(-1))
+
+
 def prepend_null_key(
     q: Tensor, k: Tensor, v: Tensor, null_key: Tensor, mask: Tensor | None, is_causal: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -234,13 +246,10 @@ class Attention(nn.Module):
                     is_causal=is_causal,
                     enable_gqa=self.n_kv_heads != self.n_heads,
                 )  # (B, H, T, hd), or T + 1 rows with the null key under is_causal
+                if sink is not None:
+                    y = gate_by_recomputed_sink(y, q, k, sink, mask, is_causal)
             if self.null_key is not None and is_causal:
                 y = y[:, :, 1:]
-            if sink is not None and q.device.type != "cpu":
-                # softmax with a null key of value zero = plain softmax x Z / (Z + e^sink)
-                lse = log_normaliser(q, k, mask, is_causal)  # (B, H, T, 1)
-                sink = sink.view(1, -1, 1) if sink.dim() == 1 else sink.transpose(1, 2)
-                y = y * torch.sigmoid(lse - sink.to(lse.dtype).unsqueeze(-1))
         return y.to(dtype).transpose(1, 2).reshape(B, T, -1)
 
     def forward(

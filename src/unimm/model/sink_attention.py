@@ -1,10 +1,10 @@
 """Attention with a learned sink logit per head or token, in one fused CPU kernel and its backward.
 
 A null key of logit s and value zero turns softmax attention's output o into o * sigmoid(lse - s),
-lse being each query's log-normaliser over the real keys. SDPA returns o but not lse, so the plain
-way (unimm.model.attention.log_normaliser) scores every key a second time, about 1.3x a training
-step here. torch's CPU flash-attention kernel returns lse as well, without a gradient; the
-gradient that flows through lse is folded into the kernel's own backward instead:
+lse being each query's log-normaliser over the real keys. SDPA returns o but not lse, so the
+plain way (unimm.model.attention.gate_by_recomputed_sink) scores every key a second time, about
+1.3x a training step here. torch's CPU flash-attention kernel returns lse as well, without a
+gradient; the gradient that flows through lse is folded into the kernel's own backward instead:
 
     dL/dscore_ij = p_ij (dO_i . v_j - D_i) + r_i p_ij,   r_i = dL/dlse_i,  D_i = dO_i . o_i
 
@@ -24,8 +24,10 @@ _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_bac
 
 def additive_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """The kernel takes an additive mask of the queries' dtype: True (may attend) -> 0."""
-    if mask is None or mask.dtype != torch.bool:
-        return None if mask is None else mask.to(dtype)
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
         ~mask, float("-inf")
     )
@@ -47,9 +49,9 @@ class SinkAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):  # type: ignore[override]
         q, k, v, o, lse, gate, mask = ctx.saved_tensors
-        g = gate.unsqueeze(-1)
-        grad_o = (grad_y.float() * g).to(o.dtype)  # dL/do
-        r = (grad_y.float() * o.float()).sum(-1) * gate * (1 - gate)  # dL/dlse, (B, H, T)
+        grad_y = grad_y.float()
+        grad_o = (grad_y * gate.unsqueeze(-1)).to(o.dtype)  # dL/do
+        r = (grad_y * o.float()).sum(-1) * gate * (1 - gate)  # dL/dlse, (B, H, T)
         norm2 = grad_o.float().square().sum(-1)
         shift = torch.where(norm2 > 0, r / norm2.clamp_min(1e-30), torch.zeros_like(r))
         out_for_d = (o.float() - shift.unsqueeze(-1) * grad_o.float()).to(o.dtype)
