@@ -432,13 +432,15 @@ def evaluate_run(
     100 when the model trained on that task (or its tasks are unknown), else skipped; 0 skips.
     diagnostics: also measure where GenEval-scene quality is lost (a few seconds): the image
     tokenizer's ceiling on the same prompts ("ceiling_in", "ceiling_heldout") and the
-    teacher-forced image-token loss on objects vs background ("image_token_loss"); the failure
-    classes of the generated images are always in the GenEval-scene results."""
+    teacher-forced image-token loss on objects vs background ("image_token_loss"), and whether
+    relation words move the image's likelihood ("relation_use"); the failure classes of the
+    generated images are always in the GenEval-scene results."""
     from unimm.evaluate.ceiling import tokenizer_ceiling, tokenizer_roundtrip
     from unimm.evaluate.edit_chain import edit_chains
     from unimm.evaluate.editing import edit_scene
     from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.interleaved import interleaved_scene
+    from unimm.evaluate.relation_use import relation_use
     from unimm.evaluate.report import write_report
     from unimm.evaluate.token_loss import image_token_loss
     from unimm.evaluate.understanding import caption_scene, vqa_scene
@@ -482,6 +484,7 @@ def evaluate_run(
                 roundtrip, split, per_task, seed=seed, resolution=model.image_resolution
             )
         results["image_token_loss"] = image_token_loss(model, seed=seed)
+        results["relation_use"] = relation_use(model, seed=seed)
         results["diagnostics_seconds"] = time.perf_counter() - t1
     results |= {
         "vqa_eval": vqa_scene(answer, "eval", questions, seed=seed, progress=progress),

@@ -11,6 +11,7 @@ import numpy as np
 
 from unimm.data.images import save_image
 from unimm.evaluate.ceiling import ceiling_md
+from unimm.evaluate.relation_use import relation_use_md
 from unimm.evaluate.taxonomy import failures_md
 from unimm.evaluate.token_loss import token_loss_md
 
@@ -289,6 +290,8 @@ def _diagnostics_md(metrics: dict, run_dir: Path) -> list[str]:
             body += failures_md(f"the generated images ({split})", res["failures"])
     if isinstance(metrics.get("image_token_loss"), dict):
         body += token_loss_md(metrics["image_token_loss"])
+    if isinstance(metrics.get("relation_use"), dict):
+        body += relation_use_md(metrics["relation_use"])
     if not body:
         return []
     return ["## Diagnostics: where GenEval-scene quality is lost", "", *body]

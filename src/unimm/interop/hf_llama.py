@@ -233,6 +233,11 @@ def hf_config_from_model(c: ModelConfig, dtype: torch.dtype = torch.float32) -> 
             "a backbone with attention sinks (model.attention_sink) has no Llama/Qwen2/Qwen3 "
             "equivalent; export refused"
         )
+    if c.rope_2d_pairs:
+        raise HFImportError(
+            "a backbone with 2-D RoPE for image codes (model.rope_2d_pairs) has no Llama/Qwen2/"
+            "Qwen3 equivalent (their RoPE is 1-D); export refused"
+        )
     kind = "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
     rope: dict = {"rope_type": "default", "rope_theta": c.rope_theta}
     if c.rope_scaling != "none":

@@ -52,6 +52,15 @@ class ModelConfig:
     # and prepended to the keys, so plain SDPA computes it (about 1.0x a step; dense backbones
     # only, since experts that share attention need per-token logits).
     attention_sink_kind: Literal["logit", "key"] = "logit"
+    # 2-D RoPE for image tokens (M-RoPE, Qwen2-VL arXiv 2409.12191; LlamaGen rotates its image
+    # tokens in 2-D too): the first 2 * rope_2d_pairs rotation pairs of every head (the highest
+    # frequencies) alternate between a token's row and column position ids, the rest keep its
+    # sequence position. Positions then come as (B, T, 3) = (sequence, row, column); a text
+    # token has all three equal, so text attends exactly as under 1-D RoPE. Why: under 1-D RoPE
+    # the cell above is 8 positions back and the one to the left 1, so "is there a red code to
+    # my left, in any row?" has no single rotation; with row and column on their own pairs it
+    # does. 0 = 1-D RoPE. The recipe builds the positions (unimm.recipes.chameleon).
+    rope_2d_pairs: int = 0
     tie_embeddings: bool = False
     qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 has them, Llama does not)
     # RoPE frequency scaling for longer contexts than pretraining saw (imported checkpoints):
@@ -118,6 +127,11 @@ class ModelConfig:
             )
         if self.norm_eps <= 0:
             raise ValueError(f"ModelConfig.norm_eps must be > 0, got {self.norm_eps}")
+        if not 0 <= 2 * self.rope_2d_pairs <= self.head_dim // 2:
+            raise ValueError(
+                f"ModelConfig.rope_2d_pairs must be in [0, head_dim / 4 = {self.head_dim // 4}] "
+                f"(a row and a column pair each, out of head_dim / 2), got {self.rope_2d_pairs}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -41,16 +41,30 @@ def scaled_inv_freq(
     return (1 - blend) * inv_freq / factor + blend * inv_freq
 
 
+def rope_axes(head_dim: int, pairs_2d: int) -> Tensor:
+    """(hd/2,) which position axis each rotation pair turns by under 2-D RoPE
+    (ModelConfig.rope_2d_pairs): pairs 0, 2, ... of the first 2 * pairs_2d the row (1), pairs
+    1, 3, ... the column (2), every later pair the sequence position (0)."""
+    axes = torch.zeros(head_dim // 2, dtype=torch.long)
+    axes[: 2 * pairs_2d] = 1 + torch.arange(2 * pairs_2d) % 2
+    return axes
+
+
 def rope_cos_sin(
-    positions: Tensor, head_dim: int, theta: float = 10000.0, inv_freq: Tensor | None = None
+    positions: Tensor,
+    head_dim: int,
+    theta: float = 10000.0,
+    inv_freq: Tensor | None = None,
+    axes: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Rotary tables (RoFormer, arXiv 2104.09864) for explicit position ids.
 
     inv_freq: precomputed frequencies (e.g. `scaled_inv_freq`); None = plain RoPE.
     positions: (B, T) integer ids; any values (recipes choose them: one id per image, restarts
-    per row for left padding, ...). Returns float32 cos and signed sin, each (B, T, 1, head_dim)
-    so they broadcast over the heads of a (B, T, H, hd) tensor; the sign of the first half of
-    sin is folded in so `apply_rope` needs no negation.
+    per row for left padding, ...). Or (B, T, A) ids on A axes with `axes` (hd/2,) naming the
+    axis each rotation pair turns by (`rope_axes`). Returns float32 cos and signed sin, each
+    (B, T, 1, head_dim) so they broadcast over the heads of a (B, T, H, hd) tensor; the sign
+    of the first half of sin is folded in so `apply_rope` needs no negation.
     """
     if inv_freq is None:
         inv_freq = 1.0 / (
@@ -62,7 +76,13 @@ def rope_cos_sin(
         )  # (hd/2,)
     else:
         inv_freq = inv_freq.to(positions.device)
-    angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
+    if positions.ndim == 3:
+        if axes is None:
+            raise ValueError("(B, T, A) positions need `axes`, the axis of each rotation pair")
+        index = axes.to(positions.device).expand(*positions.shape[:2], -1)  # (B, T, hd/2)
+        angles = positions.gather(-1, index).to(torch.float32) * inv_freq  # (B, T, hd/2)
+    else:
+        angles = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, hd/2)
     sin = angles.sin()
     cos = angles.cos().repeat(1, 1, 2)  # (B, T, hd)
     sin = torch.cat([-sin, sin], dim=-1)  # (B, T, hd)

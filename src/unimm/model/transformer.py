@@ -22,6 +22,7 @@ from unimm.model.layers import (
     PerHeadLayerNorm,
     RMSNorm,
     SwiGLU,
+    rope_axes,
     rope_cos_sin,
     scaled_inv_freq,
 )
@@ -118,7 +119,8 @@ class Transformer(nn.Module):
     ) -> Tensor:
         """tokens (B, T) ids, or embeds (B, T, D) for recipes that embed inputs themselves.
 
-        positions: (B, T) RoPE ids; None = consecutive, continuing after the cache.
+        positions: (B, T) RoPE ids; None = consecutive, continuing after the cache. With
+          config.rope_2d_pairs, (B, T, 3) ids (sequence, row, column) instead.
         mask: bool, broadcastable to (B, 1, T, S) with S = cached + T keys; True = may attend.
           None = causal. Build masks with unimm.model.masks.
         cache: written at cache.length and advanced by T.
@@ -150,11 +152,15 @@ class Transformer(nn.Module):
             raise ValueError(f"expected (B, T, {self.config.dim}) inputs, got {tuple(x.shape)}")
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
+        c = self.config
         if positions is None:
             positions = torch.arange(past, past + T, device=x.device).expand(B, T)
-        elif positions.shape != (B, T):
-            raise ValueError(f"positions must be (B, T) = {(B, T)}, got {tuple(positions.shape)}")
-        c = self.config
+        # (B, T, 3) only under 2-D RoPE; (B, T) ids there mean all three axes equal (text)
+        shapes = [(B, T), (B, T, 3)] if c.rope_2d_pairs else [(B, T)]
+        if positions.shape not in shapes:
+            raise ValueError(
+                f"positions must be {' or '.join(map(str, shapes))}, got {tuple(positions.shape)}"
+            )
         inv_freq = None
         if c.rope_scaling != "none":
             inv_freq = scaled_inv_freq(
@@ -165,7 +171,10 @@ class Transformer(nn.Module):
                 c.rope_llama3_freq_factors,
                 c.rope_original_max_seq_len,
             )
-        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, inv_freq)
+        axes = None
+        if positions.ndim == 3:
+            axes = rope_axes(c.head_dim, c.rope_2d_pairs)
+        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, inv_freq, axes)
         kind = x.device.type  # autocast exists for cpu/cuda/..., not e.g. the meta device
         if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
             # Rotate in the autocast dtype: q/k arrive in bf16, and fp32 tables would promote

@@ -64,6 +64,18 @@ class UnifiedModel(nn.Module):
     def check_config(cls, config: Any) -> None:
         """Refuse options this recipe cannot use; the pipeline calls it before any tokenizer
         trains, so a wrong option costs no minutes. Raises ValueError."""
+        cls.uses_rope_2d(config)
+
+    @classmethod
+    def uses_rope_2d(cls, config: Any) -> bool:
+        """model.rope_2d_pairs: only a recipe that builds (sequence, row, column) positions
+        for its image tokens can use it (chameleon); elsewhere it would silently do nothing."""
+        if config.model.rope_2d_pairs:
+            raise ValueError(
+                f"model.rope_2d_pairs is for the chameleon recipe (2-D positions of its image "
+                f"codes); the {cls.recipe} recipe does not build them"
+            )
+        return False
 
     @classmethod
     def init_checkpoint(cls, config: Any) -> Path | None:

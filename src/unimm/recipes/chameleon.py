@@ -103,6 +103,16 @@ class ChameleonModel(UnifiedModel):
         cls.uses_copy_source(config)
         cls.uses_bidirectional_inputs(config)
         cls.uses_copy_gate(config)
+        cls.uses_rope_2d(config)
+
+    @classmethod
+    def uses_rope_2d(cls, config: RunConfig) -> bool:
+        """model.rope_2d_pairs, for the chameleon recipe only (show-o's masked image tokens and
+        janus's feature slots would need their own positions)."""
+        on = config.model.rope_2d_pairs > 0
+        if on and cls.recipe != "chameleon":
+            raise ValueError(f"model.rope_2d_pairs is for the chameleon recipe, not {cls.recipe}")
+        return on
 
     @classmethod
     def uses_code_prototypes(cls, config: RunConfig) -> bool:
@@ -220,21 +230,25 @@ class ChameleonModel(UnifiedModel):
         return_hidden: bool = False,
     ) -> torch.Tensor:
         """The backbone with (row, col) embeddings added to image-code tokens (and the copy
-        input, chameleon.copy_source). (B, T) ids."""
+        input, chameleon.copy_source; 2-D RoPE positions under model.rope_2d_pairs). (B, T)
+        ids."""
         x = self.token_embeddings(tokens)
         source = None
-        if self.pos2d or self.copy_source:
+        rope_2d = self.backbone.config.rope_2d_pairs > 0
+        if self.pos2d or self.copy_source or rope_2d:
             before = self.images_seen(tokens, cache)
+            index = self.image_grid_index(tokens, before)  # (B, T), -1 outside images
+            if rope_2d:
+                positions = self.rope_positions(positions, index, cache)
             if self.pos2d:
-                index = self.image_grid_index(tokens, before)  # (B, T), -1 outside images
                 is_image = index >= 0
-                index = index.clamp(min=0)
+                cell = index.clamp(min=0)
                 w = self.image_col.shape[0]
-                # F.embedding, not self.image_row[index // w]: the backward of advanced
+                # F.embedding, not self.image_row[cell // w]: the backward of advanced
                 # indexing accumulates into the 8 rows one token at a time on the CPU (16 ms
                 # of a 350 ms step), the embedding backward sums them as a batch (0.5 ms)
-                pos2d = F.embedding(index // w, self.image_row) + F.embedding(
-                    index % w, self.image_col
+                pos2d = F.embedding(cell // w, self.image_row) + F.embedding(
+                    cell % w, self.image_col
                 )  # (B, T, D)
                 x = x + pos2d * is_image[..., None].to(x.dtype)
             if self.copy_source:
@@ -244,6 +258,26 @@ class ChameleonModel(UnifiedModel):
             return self._run_backbone(x, positions, mask, cache, return_hidden)
         hidden = self._run_backbone(x, positions, mask, cache, return_hidden=True)
         return self.mix_copy(self.head(hidden), hidden, *source)
+
+    def rope_positions(
+        self, positions: torch.Tensor | None, index: torch.Tensor, cache: KVCache | None
+    ) -> torch.Tensor:
+        """(B, T, 3) (sequence, row, column) ids for 2-D RoPE (ModelConfig.rope_2d_pairs) from
+        (B, T) sequence ids (None = consecutive after the cache) and image_grid_index. An image
+        code at cell (r, c) of an image whose first code sits at sequence id s turns by s + r
+        and s + c on the spatial pairs; text turns by its sequence id on all three, so text
+        against text is 1-D RoPE, and text after an image lies ahead of all its codes."""
+        if positions is None:
+            past = cache.length if cache is not None else 0
+            T = index.shape[1]
+            positions = torch.arange(past, past + T, device=index.device).expand_as(index)
+        w = self.image_tok.grid[1]
+        cell = index.clamp(min=0)
+        start = positions - cell  # an image code's sequence id minus its raster index
+        is_image = index >= 0
+        row = torch.where(is_image, start + cell // w, positions)
+        col = torch.where(is_image, start + cell % w, positions)
+        return torch.stack([positions, row, col], dim=-1)
 
     def mix_copy(
         self, logits: torch.Tensor, hidden: torch.Tensor, codes: torch.Tensor, wanted: torch.Tensor
