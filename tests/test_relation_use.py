@@ -42,11 +42,13 @@ def test_pairs_differ_in_the_relation_only_and_the_image_obeys_the_first():
 
 
 def test_report_fields_and_the_recipes_it_refuses():
-    model = tiny_model().eval()
-    res = relation_use(model, n=5)
-    assert res["applicable"] and res["n"] == 5
-    assert 0.0 <= res["true_preferred"] <= 1.0 and res["gap_sd"] >= 0.0
-    assert "nats" in relation_use_md(res)[0]
+    from tests.test_janus import make_model as make_janus
+
+    for model in (tiny_model().eval(), make_janus()):
+        res = relation_use(model, n=5)
+        assert res["applicable"] and res["n"] == 5
+        assert 0.0 <= res["true_preferred"] <= 1.0 and res["gap_sd"] >= 0.0
+        assert "nats" in relation_use_md(res)[0]
     from tests.test_discrete_diffusion_recipes import make
     from tests.test_transfusion import make_model
 
