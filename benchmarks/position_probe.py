@@ -2,7 +2,9 @@
 over "no" on the eval split's position questions ("is the A <rel> the B?"), grouped by the true
 answer and by a first-order cue: whether A lies on the named side of the canvas's centre line
 (that cue alone answers about 85 % of the world's position questions). A model that reads
-positions separates the groups; one constant log-odds means it answers from the prior.
+positions separates the groups; one constant log-odds means it answers from the prior. A run
+trained with train.vqa_rationale is probed in its own answer form (yes_no_probe.py does the
+same): the true description teacher-forced, the log-odds read at the answer after it.
 
 With --where (runs trained with train.vqa_where): greedy answers to "where is the <c> <s>?" for
 present objects, by scene: the object alone, among others, or beside one that shares its colour
@@ -21,6 +23,7 @@ from itertools import islice
 import torch
 
 from unimm.data.sequence import collate
+from unimm.evaluate.common import normalise_answer
 from unimm.pipeline import load_checkpoint
 from unimm.recipes.base import SamplingConfig
 from unimm.world.palette import RELATIONS
@@ -62,10 +65,16 @@ def yes_log_odds(model, samples) -> list[float]:
 
 
 def position_table(model, n_samples: int) -> None:
-    stream = world_samples("eval", 0, {"vqa": 1.0}, "exclude")
+    # a run trained with train.vqa_rationale is probed in its own answer form: the true
+    # description teacher-forced, the log-odds read at the answer after it
+    reasons = model.parts.config.train.vqa_rationale
+    stream = world_samples("eval", 0, {"vqa": 1.0}, "exclude", rationale=reasons)
     samples = [s for s in islice(stream, n_samples) if s.meta["qtype"] == "position"]
     odds = yes_log_odds(model, samples)
-    rows = [(s.segments[2].text, named_side(s), lo) for s, lo in zip(samples, odds, strict=True)]
+    rows = [
+        (normalise_answer(s.segments[2].text), named_side(s), lo)
+        for s, lo in zip(samples, odds, strict=True)
+    ]
     print(f"{len(rows)} position questions; accuracy of the sign of the log-odds: "
           f"{statistics.mean((lo > 0) == (t == 'yes') for t, _, lo in rows):.3f}")  # fmt: skip
     print("| group | n | log-odds yes/no, mean | sd | answer yes |")
