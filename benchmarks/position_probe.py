@@ -18,19 +18,21 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 from itertools import islice
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.yes_no_probe import answer_log_odds  # noqa: E402
 
-from unimm.data.sequence import collate
-from unimm.evaluate.common import normalise_answer
-from unimm.pipeline import load_checkpoint
-from unimm.recipes.base import SamplingConfig
-from unimm.world.palette import RELATIONS
-from unimm.world.qa import region
-from unimm.world.render import render
-from unimm.world.scene import sample_scene
-from unimm.world.tasks import world_samples
+from unimm.evaluate.common import normalise_answer  # noqa: E402
+from unimm.pipeline import load_checkpoint  # noqa: E402
+from unimm.recipes.base import SamplingConfig  # noqa: E402
+from unimm.world.palette import RELATIONS  # noqa: E402
+from unimm.world.qa import region  # noqa: E402
+from unimm.world.render import render  # noqa: E402
+from unimm.world.scene import sample_scene  # noqa: E402
+from unimm.world.tasks import world_samples  # noqa: E402
 
 
 def named_side(sample) -> bool:
@@ -48,29 +50,13 @@ def named_side(sample) -> bool:
     }[rel]
 
 
-@torch.no_grad()
-def yes_log_odds(model, samples) -> list[float]:
-    yes, no = model.text_tok.encode("yes")[0], model.text_tok.encode("no")[0]
-    out = []
-    for i in range(0, len(samples), 32):
-        chunk = samples[i : i + 32]
-        batch = collate(model.build(chunk), model.text_tok.pad_id, device=model.device)
-        logits = model.train_logits(batch.ids[:, :-1], batch.ids[:, 1:], model.train_mask(batch))
-        targets = batch.ids[:, 1:]
-        is_answer = batch.loss_mask[:, 1:] & ((targets == yes) | (targets == no))
-        for r in range(len(chunk)):
-            lp = logits[r, int(is_answer[r].nonzero()[-1])].float().log_softmax(-1)
-            out.append((lp[yes] - lp[no]).item())
-    return out
-
-
 def position_table(model, n_samples: int) -> None:
     # a run trained with train.vqa_rationale is probed in its own answer form: the true
     # description teacher-forced, the log-odds read at the answer after it
     reasons = model.parts.config.train.vqa_rationale
     stream = world_samples("eval", 0, {"vqa": 1.0}, "exclude", rationale=reasons)
     samples = [s for s in islice(stream, n_samples) if s.meta["qtype"] == "position"]
-    odds = yes_log_odds(model, samples)
+    odds = answer_log_odds(model, samples)
     rows = [
         (normalise_answer(s.segments[2].text), named_side(s), lo)
         for s, lo in zip(samples, odds, strict=True)

@@ -26,9 +26,11 @@ from unimm.world.tasks import world_samples
 YES_NO = ("exists", "position")
 
 
-def log_odds(model, samples) -> dict[tuple[str, str], list[float]]:
+def answer_log_odds(model, samples) -> list[float]:
+    """Per sample, the log-odds of "yes" over "no" at its last yes/no answer token (after any
+    reasons), teacher-forced."""
     yes, no = model.text_tok.encode("yes")[0], model.text_tok.encode("no")[0]
-    out: dict[tuple[str, str], list[float]] = {}
+    out: list[float] = []
     with torch.no_grad():
         for i in range(0, len(samples), 32):
             chunk = samples[i : i + 32]
@@ -38,11 +40,18 @@ def log_odds(model, samples) -> dict[tuple[str, str], list[float]]:
             )
             targets = batch.ids[:, 1:]
             is_answer = batch.loss_mask[:, 1:] & ((targets == yes) | (targets == no))
-            for r, s in enumerate(chunk):
+            for r in range(len(chunk)):
                 pos = int(is_answer[r].nonzero()[-1])  # the yes/no token (after any reasons)
                 lp = logits[r, pos].float().log_softmax(-1)
-                key = (s.meta["qtype"], normalise_answer(s.segments[2].text))
-                out.setdefault(key, []).append((lp[yes] - lp[no]).item())
+                out.append((lp[yes] - lp[no]).item())
+    return out
+
+
+def log_odds(model, samples) -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for s, lo in zip(samples, answer_log_odds(model, samples), strict=True):
+        key = (s.meta["qtype"], normalise_answer(s.segments[2].text))
+        out.setdefault(key, []).append(lo)
     return out
 
 
