@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unimm.data.sample import Image, Sample, Text
-from unimm.data.sequence import IMAGE, collate
 from unimm.evaluate.common import chunks
+from unimm.evaluate.token_loss import has_next_token_images, next_token_image_logits
 from unimm.world.geneval import geneval_prompts, oracle_scene, prompt_text
 from unimm.world.render import render
 from unimm.world.scene import opposite
@@ -41,13 +41,9 @@ def image_nll(model: UnifiedModel, samples: list[Sample], batch_size: int = 16) 
     tokens (a next-token recipe's text-to-image samples; no condition dropout)."""
     out = []
     for batch in chunks(samples, batch_size):
-        seqs = model.build(list(batch))  # no rng: no condition dropout
-        b = collate(seqs, model.text_tok.pad_id, device=model.device)
-        targets = b.ids[:, 1:]
-        logits = model.train_logits(b.ids[:, :-1], targets, model.train_mask(b)).float()
-        slots = (b.loss_mask & (b.modality == IMAGE))[:, 1:]  # (B, T-1) image targets
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T-1)
-        out.append((ce * slots).sum(1).cpu())
+        picked, want, _ = next_token_image_logits(model, list(batch))
+        ce = F.cross_entropy(picked, want, reduction="none")  # row-major: sample by sample
+        out.append(ce.view(len(batch), -1).sum(1).cpu())
     return torch.cat(out)
 
 
@@ -69,10 +65,7 @@ def relation_pairs(n: int, seed: int, resolution: int) -> tuple[list[Sample], li
 def relation_use(model: UnifiedModel, n: int = 100, seed: int = 0, batch_size: int = 16) -> dict:
     """The image NLL gap between the opposite relation's prompt and the true one over n
     position prompts (module docstring), or why the recipe has none."""
-    from unimm.recipes.chameleon import ChameleonModel  # the report imports this module
-    from unimm.recipes.showo import ShowoModel
-
-    if not isinstance(model, ChameleonModel) or isinstance(model, ShowoModel):
+    if not has_next_token_images(model):
         return {
             "benchmark": "relation_use",
             "applicable": False,

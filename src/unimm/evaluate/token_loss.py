@@ -60,18 +60,27 @@ def _slot_objects(slots: Tensor, objects: Tensor) -> Tensor:
     return objects.gather(1, raster) & slots
 
 
+def next_token_image_logits(
+    model: ChameleonModel, samples: list[Sample]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Teacher-forced logits of the target image tokens of `samples` (no condition dropout):
+    (picked (K, V), their targets (K,), slots (B, T) bool), the K target image slots in
+    row-major order, so a batch of one-image samples lays each sample's codes out in a row."""
+    seqs = model.build(samples)  # no rng: no condition dropout
+    batch = collate(seqs, model.text_tok.pad_id, device=model.device)
+    slots = batch.loss_mask & (batch.modality == IMAGE)  # (B, T)
+    targets = batch.ids[:, 1:]
+    logits = model.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
+    return logits[slots[:, 1:]].float(), targets[slots[:, 1:]], slots
+
+
 def _next_token_scores(
     model: ChameleonModel, samples: list[Sample], objects: Tensor, seed: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per target image token: (cross-entropy, argmax correct, is object), teacher forced
     (deterministic: `seed` is for the masked scorer's signature)."""
-    seqs = model.build(samples)  # no rng: no condition dropout
-    batch = collate(seqs, model.text_tok.pad_id, device=model.device)
-    slots = batch.loss_mask & (batch.modality == IMAGE)  # (B, T)
+    picked, want, slots = next_token_image_logits(model, samples)
     is_object = _slot_objects(slots, objects)
-    targets = batch.ids[:, 1:]
-    logits = model.train_logits(batch.ids[:, :-1], targets)  # (B, T-1, V)
-    picked, want = logits[slots[:, 1:]].float(), targets[slots[:, 1:]]  # (K, V), (K,)
     ce = F.cross_entropy(picked, want, reduction="none")
     return ce, picked.argmax(-1) == want, is_object[:, 1:][slots[:, 1:]]
 
@@ -94,6 +103,12 @@ def _masked_token_scores(
     picked, want = logits[masked].float(), batch.ids[masked]
     ce = F.cross_entropy(picked, want, reduction="none")
     return ce, picked.argmax(-1) == want, is_object[masked]
+
+
+def has_next_token_images(model: UnifiedModel) -> bool:
+    """Whether the model predicts image tokens one by one (chameleon, janus): its teacher-forced
+    image likelihood is exact (`next_token_image_logits`)."""
+    return _scorer(model)[0] is _next_token_scores
 
 
 def _scorer(model: UnifiedModel):
