@@ -94,7 +94,13 @@ def train_run(
         trained_on.add("text tokenizer", f"the one of {init}")
     else:
         corpus = streams.texts(
-            cfg.train.data, 20_000, cfg.train.seed, _resolution(cfg), cfg.data, bad
+            cfg.train.data,
+            20_000,
+            cfg.train.seed,
+            _resolution(cfg),
+            cfg.data,
+            bad,
+            data.text_options(),
         )
         text = TextTokenizer.train(corpus, cfg.text_vocab_size)
     timings["text_tokenizer_s"] = time.perf_counter() - t0

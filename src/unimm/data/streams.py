@@ -5,8 +5,9 @@ renders of unimm.train.*_trainer); any other data reaches every part that learns
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import islice
+from typing import Any
 
 import numpy as np
 
@@ -66,10 +67,12 @@ def texts(
     resolution: int,
     data: DataConfig | None = None,
     bad: BadSamples | None = None,
+    world: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The text tokenizer's corpus: the texts of about n samples, each source's share by its
     weight; a file source gives at most one epoch (repeating a small data set adds nothing to
-    a BPE). The world alone gives exactly the texts of its first n samples of every task."""
+    a BPE). The world alone gives exactly the texts of its first n samples of every task,
+    drawn with the stream options `world` (build_source)."""
     bad = BadSamples() if bad is None else bad
     total = sum(w for w in spec.values() if w > 0)
     out: list[str] = []
@@ -78,7 +81,7 @@ def texts(
             continue
         share = round(n * weight / total)
         if entry == "world":
-            source = build_source({"world": 1.0}, seed, resolution, bad, TEXT_TASKS)
+            source = build_source({"world": 1.0}, seed, resolution, bad, TEXT_TASKS, world=world)
         else:
             records = open_records(entry, resolution, bad, data, seed)
             source, share = records.source(bad), min(share, records.n)

@@ -72,6 +72,13 @@ def relation_use(model: UnifiedModel, n: int = 100, seed: int = 0, batch_size: i
             "reason": f"the {model.recipe} recipe has no exact image likelihood "
             "(masked or continuous image tokens)",
         }
+    if getattr(model, "plans", False):
+        return {
+            "benchmark": "relation_use",
+            "applicable": False,
+            "reason": "the model writes a layout before it draws (train.t2i_plan): the relation "
+            "word acts on the layout, which GenEval-scene's position task scores",
+        }
     true, flipped = relation_pairs(n, seed, model.image_resolution)
     gap = (image_nll(model, flipped, batch_size) - image_nll(model, true, batch_size)).tolist()
     return {

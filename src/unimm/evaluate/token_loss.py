@@ -30,6 +30,7 @@ from unimm.data.sequence import IMAGE, collate
 from unimm.evaluate.common import chunks
 from unimm.evaluate.understanding import eval_samples
 from unimm.world.palette import BACKGROUND
+from unimm.world.tasks import with_layout
 
 if TYPE_CHECKING:
     from unimm.recipes.base import UnifiedModel
@@ -169,6 +170,8 @@ def image_token_loss(
             "(flow / diffusion): there is no per-token cross-entropy",
         }
     samples = eval_samples("t2i", split, n, seed)
+    if getattr(model, "plans", False):  # scored as it trained: the true layout before the image
+        samples = [with_layout(s) for s in samples]
     return {
         "benchmark": "image_token_loss",
         "applicable": True,

@@ -65,6 +65,18 @@ class UnifiedModel(nn.Module):
         """Refuse options this recipe cannot use; the pipeline calls it before any tokenizer
         trains, so a wrong option costs no minutes. Raises ValueError."""
         cls.uses_rope_2d(config)
+        cls.uses_t2i_plan(config)
+
+    @classmethod
+    def uses_t2i_plan(cls, config: Any) -> bool:
+        """train.t2i_plan: only a recipe whose image generation writes the layout before the
+        image (chameleon) can use it; elsewhere layouts would be trained and never written."""
+        if config.train.t2i_plan:
+            raise ValueError(
+                f"train.t2i_plan is for the chameleon recipe (it writes a layout before each "
+                f"image it draws); the {cls.recipe} recipe does not"
+            )
+        return False
 
     @classmethod
     def uses_rope_2d(cls, config: Any) -> bool:

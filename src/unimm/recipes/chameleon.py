@@ -21,6 +21,8 @@ token sits by counting from <boi>; the absolute 2-D embedding gives it directly 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,10 @@ from unimm.recipes.code_prototypes import CodePrototypes
 from unimm.recipes.parts import Parts, load_parts, save_parts
 from unimm.tokenizers.text import TextTokenizer
 from unimm.tokenizers.vq import VQTokenizer
+
+# The longest layout a model that plans (train.t2i_plan) may write before an image: the world's
+# four-object layouts take about 30 tokens.
+LAYOUT_TOKENS = 96
 
 
 class ChameleonModel(UnifiedModel):
@@ -104,6 +110,16 @@ class ChameleonModel(UnifiedModel):
         cls.uses_bidirectional_inputs(config)
         cls.uses_copy_gate(config)
         cls.uses_rope_2d(config)
+        cls.uses_t2i_plan(config)
+
+    @classmethod
+    def uses_t2i_plan(cls, config: RunConfig) -> bool:
+        """train.t2i_plan, for the chameleon recipe only: generate_image_codes writes the layout
+        first (janus and show-o draw through their own samplers, which do not)."""
+        on = config.train.t2i_plan
+        if on and cls.recipe != "chameleon":
+            raise ValueError(f"train.t2i_plan is for the chameleon recipe, not {cls.recipe}")
+        return on
 
     @classmethod
     def uses_rope_2d(cls, config: RunConfig) -> bool:
@@ -151,6 +167,11 @@ class ChameleonModel(UnifiedModel):
         if on and cls.recipe != "chameleon":
             raise ValueError("chameleon.bidirectional_inputs is for the chameleon recipe")
         return on
+
+    @property
+    def plans(self) -> bool:
+        """Whether this model writes a layout before each image it draws (train.t2i_plan)."""
+        return self.parts.config.train.t2i_plan
 
     def image_markers(self) -> tuple[int, int] | None:
         """(<boi>, <eoi>) for generate() when input images are read bidirectionally."""
@@ -442,6 +463,10 @@ class ChameleonModel(UnifiedModel):
             n = sum(isinstance(s, Image) for s in sample.segments)
             image_target = any(isinstance(sample.segments[i], Image) for i in sample.targets)
             drop = rng is not None and image_target and rng.random() < p_drop
+            if drop and self.plans and sample.task == "t2i":
+                # the unconditional row loses the layout too: generate_image_codes contrasts
+                # prompt + layout with no text at all
+                sample = Sample([s for s in sample.segments if isinstance(s, Image)], (0,), "t2i")
             seqs.append(build_sequence(sample, self.text_tok, codes[k : k + n], drop_text=drop))
             k += n
         return seqs
@@ -585,6 +610,8 @@ class ChameleonModel(UnifiedModel):
     ) -> torch.Tensor:
         """(B, h, w) image codes for each prompt: what `generate(..., "image")` decodes."""
         sampling = sampling or SamplingConfig()
+        if self.plans:
+            prompts = self.with_layouts(prompts, sampling, seed)
         ids, _, rng = self._start(prompts, "image", sampling, seed)
         # The unconditional row keeps the images of the prompt and drops its text, as in
         # training's condition dropout.
@@ -604,6 +631,47 @@ class ChameleonModel(UnifiedModel):
         )
         grid = self.ids_to_codes(torch.tensor(codes, device=self.device))
         return grid.view(len(prompts), *self.image_tok.grid)
+
+    def with_layouts(
+        self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: Seed
+    ) -> list[list[Segment]]:
+        """Each text-only prompt followed by the layout the model writes for it (train.t2i_plan:
+        "a red circle at the top left and ..."), as an assistant reply, the way its training
+        samples read. Prompts with images (edits, interleaved steps) and prompts that already
+        end with a reply (a layout the user wrote) are left as they are."""
+        todo = [
+            i
+            for i, p in enumerate(prompts)
+            if not any(isinstance(s, Image) for s in p)
+            and not (isinstance(p[-1], Text) and p[-1].role == "assistant")
+        ]
+        if not todo:
+            return prompts
+        make_rng(seed, len(prompts))  # a bad seed fails here, as it would for the image
+        own = seed if isinstance(seed, Integral) else [seed[i] for i in todo]
+        asks = [prompts[i] for i in todo]
+        # the layout may take what the image leaves: <assistant> and <eos> around it, <boi>
+        longest = max(len(self._prompt_ids(p, "text")) for p in asks)
+        room = self.parts.config.model.max_seq_len - longest - 2 - self.image_tokens
+        if room < 1:
+            raise ValueError(
+                f"prompt too long: {longest} tokens leave no room for a layout and the image "
+                f"(the model takes {self.parts.config.model.max_seq_len})"
+            )
+        limit = min(max(sampling.max_new_tokens, LAYOUT_TOKENS), room)
+        layouts = self.generate(asks, "text", replace(sampling, max_new_tokens=limit), own)
+        out = list(prompts)
+        for i, layout in zip(todo, layouts, strict=True):
+            out[i] = [*prompts[i], Text(self.fit_text(layout.text, limit), role="assistant")]
+        return out
+
+    def fit_text(self, text: str, limit: int) -> str:
+        """text cut to re-encode in at most `limit` tokens: the prompt lays a layout out from
+        its text, and an undertrained model's bytes need not decode and encode back alike."""
+        ids = self.text_tok.encode(text)[:limit]
+        while len(self.text_tok.encode(text := self.text_tok.decode(ids))) > limit:
+            ids = ids[:-1]
+        return text
 
     def _start(
         self, prompts: list[list[Segment]], modality: Modality, sampling: SamplingConfig, seed: Seed

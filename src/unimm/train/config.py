@@ -57,6 +57,15 @@ class TrainConfig:
     # (unimm.world.qa.with_rationale). Evaluation scores the text after the last "answer:".
     # CLI: train.vqa_rationale=exists,count
     vqa_rationale: tuple[str, ...] = ()
+    # True: each text-to-image sample of the built-in world first answers its caption with a
+    # layout in words, every object with the 3 x 3 region it goes in ("a red circle at the top
+    # left and a blue square at the right"), then draws the image; at generation time the model
+    # writes its own layout first (chameleon recipe). Why: "A left of B" asks the drawing to
+    # compare two places it has not drawn yet, a second-order step no budget measured has
+    # learned (docs/LOG.md, "Where position is lost"); after a layout each image code only has
+    # to look up whether its cell's region is named, and what goes there, and the layout itself
+    # is a choice of region words given the relation word.
+    t2i_plan: bool = False
     # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
     # model first meets lone objects, whose codes the caption names unambiguously.

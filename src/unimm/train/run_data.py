@@ -36,16 +36,29 @@ class RunData:
             self.bad,
             tasks or t.tasks,
             self.cfg.data,
-            world={
-                "vqa_questions": t.vqa_questions,
-                "yes_no_twins": t.vqa_yes_no_twins,
-                "where": t.vqa_where,
-                "rationale": t.vqa_rationale,
-                # the ramp is in the global batch's samples: world_samples counts sample indices
-                "object_ramp": t.object_curriculum_steps * t.batch_size,
-                "yes_no_ramp": t.yes_no_curriculum_steps * t.batch_size,
-            },
+            self.world_options(),
         )
+
+    def world_options(self) -> dict:
+        """The built-in world's stream options (unimm.world.tasks.world_samples) of this run."""
+        t = self.cfg.train
+        return {
+            "vqa_questions": t.vqa_questions,
+            "yes_no_twins": t.vqa_yes_no_twins,
+            "where": t.vqa_where,
+            "rationale": t.vqa_rationale,
+            "plan": t.t2i_plan,
+            # the ramp is in the global batch's samples: world_samples counts sample indices
+            "object_ramp": t.object_curriculum_steps * t.batch_size,
+            "yes_no_ramp": t.yes_no_curriculum_steps * t.batch_size,
+        }
+
+    def text_options(self) -> dict:
+        """The world options that add kinds of text (grounding answers, descriptions, layouts),
+        for the text tokenizer's corpus, so that their words get tokens of their own. The
+        others only change how often a kind of text occurs, and leave the corpus as it was."""
+        adds_text = ("where", "rationale", "plan")
+        return {k: v for k, v in self.world_options().items() if k in adds_text}
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:
         """(training stream, 256 of its images to measure reconstruction on) or (None, None)."""

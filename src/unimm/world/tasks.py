@@ -67,6 +67,15 @@ def reasoned_answer(qa: QA, scene: Scene) -> QA:
     return with_rationale(qa, canonical_caption(scene))
 
 
+def with_layout(sample: Sample) -> Sample:
+    """A world text-to-image sample (caption, image) in the form train.t2i_plan trains:
+    caption, then the scene's layout (qa.grounded_description) as a target text, then the
+    image."""
+    caption_, image = sample.segments
+    layout = Text(grounded_description(sample.meta["scene"]))
+    return Sample([caption_, layout, image], (1, 2), sample.task, sample.meta)
+
+
 def make_sample(
     task: str,
     rng: random.Random,
@@ -79,6 +88,7 @@ def make_sample(
     where: bool = False,
     rationale: tuple[str, ...] = (),
     easy_yes_no: bool = False,
+    plan: bool = False,
 ) -> Sample:
     """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
     questions about a VQA image (one per question type, in random order) as the turns of one
@@ -89,7 +99,9 @@ def make_sample(
     interleaved samples) first describe the image, with its canonical caption or for position
     questions qa.grounded_description, then give the answer after qa.ANSWER_MARK
     (qa.with_rationale). easy_yes_no asks VQA's yes/no questions in their easy form
-    (qa.questions)."""
+    (qa.questions). plan: a text-to-image sample first answers its caption with a layout, where
+    each object goes (qa.grounded_description), then draws the image (TrainConfig.t2i_plan
+    says why)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
@@ -107,7 +119,8 @@ def make_sample(
         return Sample([Text(qa.question), Text(qa.answer)], (1,), task, meta)
     image = Image(render(scene))
     if task == "t2i":
-        return Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
+        sample = Sample([Text(caption(scene, rng)), image], (1,), task, {"scene": scene})
+        return with_layout(sample) if plan else sample
     if task == "caption":
         return Sample([image, Text(canonical_caption(scene))], (1,), task, {"scene": scene})
     if task == "vqa" and (vqa_questions > 1 or yes_no_twins or where):
@@ -185,13 +198,15 @@ def world_samples(
     where: bool = False,
     rationale: tuple[str, ...] = (),
     yes_no_ramp: int = 0,
+    plan: bool = False,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
     vqa_questions, yes_no_twins, where, rationale: the questions per VQA image and how they are
-    answered (make_sample).
+    answered (make_sample). plan: text-to-image samples lay the scene out in words before the
+    image (make_sample).
     object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
     has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
     caption names what every object code shows, and reaches max_objects at sample object_ramp.
@@ -237,6 +252,7 @@ def world_samples(
             where,
             rationale,
             easy,
+            plan,
         )
         sample.meta["index"] = i
         yield sample

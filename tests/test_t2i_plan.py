@@ -1,0 +1,126 @@
+"""train.t2i_plan: text-to-image samples write the scene's layout before the image, and a model
+trained so writes its own layout before each image it draws."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_chameleon_loss_options import make_model
+from unimm.data import streams
+from unimm.data.readers import BadSamples
+from unimm.data.sample import Image, Text
+from unimm.evaluate.relation_use import relation_use
+from unimm.evaluate.token_loss import image_token_loss, image_token_scores
+from unimm.evaluate.understanding import eval_samples
+from unimm.presets import get_run_config
+from unimm.recipes.base import SamplingConfig
+from unimm.recipes.registry import recipe_class
+from unimm.train.run_data import RunData
+from unimm.world.qa import grounded_description
+from unimm.world.tasks import make_sample, with_layout
+
+PROMPTS = [[Text("a red circle left of a blue square")], [Text("two green triangles")]]
+
+
+def plan_model(plan: bool = True, **train):
+    model = make_model()
+    cfg = model.parts.config
+    train_cfg = replace(cfg.train, t2i_plan=plan, **train)
+    model.parts = replace(model.parts, config=replace(cfg, train=train_cfg))
+    return model
+
+
+def test_a_planned_sample_is_the_same_scene_and_caption_with_its_layout():
+    for i in range(40):
+        plain_rng, plan_rng = random.Random(i), random.Random(i)
+        plain = make_sample("t2i", plain_rng)
+        planned = make_sample("t2i", plan_rng, plan=True)
+        caption, layout, image = planned.segments
+        assert planned.targets == (1, 2)  # the layout and the image are both produced
+        assert caption == plain.segments[0]
+        assert np.array_equal(image.pixels, plain.segments[1].pixels)
+        assert layout.text == grounded_description(plain.meta["scene"])
+        assert plain_rng.random() == plan_rng.random()  # no draw of its own: same data stream
+        assert with_layout(plain).segments[1] == layout
+
+
+def test_the_unconditional_row_loses_caption_and_layout():
+    model = plan_model(cfg_dropout=0.999)
+    planned = make_sample("t2i", random.Random(0), plan=True)
+    (seq,) = model.build([planned], random.Random(0))  # first draw 0.84 < 0.999: dropped
+    tok = model.text_tok
+    codes = model.image_ids([planned])[0]
+    assert seq.ids == [tok.bos_id, tok.boi_id, *codes, tok.eoi_id]
+    kept = model.build([planned], None)[0]  # no rng: no dropout, the layout is a target
+    n_layout = len(tok.encode(planned.segments[1].text))
+    assert sum(seq.loss_mask) == len(codes) + 1
+    assert sum(kept.loss_mask) == n_layout + 1 + len(codes) + 1  # layout + <eos>, codes + <eoi>
+
+
+def test_drawing_after_its_own_layout_is_drawing_on_that_prompt():
+    model = plan_model()
+    sampling = SamplingConfig(cfg_scale=3.0)
+    codes = model.generate_image_codes(PROMPTS, sampling, seed=[3, 4])
+    with_layouts = model.with_layouts(PROMPTS, sampling, [3, 4])
+    for prompt, planned in zip(PROMPTS, with_layouts, strict=True):
+        assert planned[:-1] == prompt and planned[-1].role == "assistant"
+    plain = plan_model(plan=False)
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(codes, plain.generate_image_codes(with_layouts, sampling, seed=[3, 4]))
+
+
+def test_planned_generation_batched_equals_single():
+    model = plan_model()
+    both = model.generate_image_codes(PROMPTS, seed=[5, 6])
+    for k, seed in enumerate((5, 6)):
+        assert torch.equal(both[k], model.generate_image_codes([PROMPTS[k]], seed=[seed])[0])
+
+
+def test_prompts_with_images_or_a_written_layout_are_kept():
+    model = plan_model()
+    source = Image(np.zeros((64, 64, 3), dtype=np.uint8))
+    mine = [Text("a red circle"), Text("a red circle at the top left", role="assistant")]
+    prompts = [[source, Text("make it blue")], mine]
+    assert model.with_layouts(prompts, SamplingConfig(), 0) == prompts
+
+
+def test_a_layout_fits_what_the_image_leaves():
+    model = plan_model()
+    (planned,) = model.with_layouts([PROMPTS[0]], SamplingConfig(), 0)
+    ids = model._prompt_ids(planned, "image")
+    assert len(ids) + model.image_tokens <= model.parts.config.model.max_seq_len
+    long = [Text(" ".join(["red circle"] * 100))]
+    with pytest.raises(ValueError, match="no room for a layout"):
+        model.with_layouts([long], SamplingConfig(), 0)
+
+
+def test_refused_by_recipes_that_do_not_write_it():
+    cfg = get_run_config("tiny", ["train.t2i_plan=true"])
+    recipe_class("chameleon").check_config(cfg)
+    for recipe in ("showo", "janus", "transfusion"):
+        with pytest.raises(ValueError, match="t2i_plan"):
+            recipe_class(recipe).check_config(replace(cfg, recipe=recipe))
+
+
+def test_the_text_tokenizer_corpus_holds_layouts_only_when_trained_on():
+    def corpus(overrides):
+        data = RunData(get_run_config("tiny", overrides), BadSamples())
+        return streams.texts({"world": 1.0}, 300, 0, 64, world=data.text_options())
+
+    plain = corpus([])
+    assert plain == streams.texts({"world": 1.0}, 300, 0, 64)  # defaults: the corpus as before
+    assert not any(" at the " in t for t in plain)
+    assert any(" at the top left" in t for t in corpus(["train.t2i_plan=true"]))
+
+
+def test_diagnostics_score_a_planning_model_as_it_trained():
+    model = plan_model()
+    res = image_token_loss(model, n=4, seed=0, batch_size=4)
+    planned = [with_layout(s) for s in eval_samples("t2i", "eval", 4, 0)]
+    assert res["object"] == image_token_scores(model, planned, 0, 4)["object"]
+    assert relation_use(model)["applicable"] is False
