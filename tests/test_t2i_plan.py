@@ -14,14 +14,19 @@ from tests.test_chameleon_loss_options import make_model
 from unimm.data import streams
 from unimm.data.readers import BadSamples
 from unimm.data.sample import Image, Text
+from unimm.evaluate.layouts import layout_fidelity, parse_layout, placed
 from unimm.evaluate.relation_use import relation_use
 from unimm.evaluate.token_loss import image_token_loss, image_token_scores
 from unimm.evaluate.understanding import eval_samples
+from unimm.pipeline import generate_with_layouts
 from unimm.presets import get_run_config
 from unimm.recipes.base import SamplingConfig
 from unimm.recipes.registry import recipe_class
 from unimm.train.run_data import RunData
+from unimm.world.geneval import GENEVAL_TASKS, check, geneval_prompts, oracle_scene
 from unimm.world.qa import grounded_description
+from unimm.world.render import render
+from unimm.world.scene import sample_scene
 from unimm.world.tasks import make_sample, with_layout
 
 PROMPTS = [[Text("a red circle left of a blue square")], [Text("two green triangles")]]
@@ -124,3 +129,57 @@ def test_diagnostics_score_a_planning_model_as_it_trained():
     planned = [with_layout(s) for s in eval_samples("t2i", "eval", 4, 0)]
     assert res["object"] == image_token_scores(model, planned, 0, 4)["object"]
     assert relation_use(model)["applicable"] is False
+
+
+class PerfectPlanner:
+    """Writes, for each prompt, a layout that satisfies it with every object in a region of its
+    own, and draws exactly that layout: every share of layout_fidelity must be 1."""
+
+    plans = True
+    image_resolution = 64
+
+    def with_layouts(self, prompts, sampling, seed):
+        return [[*p, Text(self.layout(p[0].text), role="assistant")] for p in prompts]
+
+    def layout(self, text):
+        prompt = next(p for p in geneval_prompts("in", 50, 0) if p.text == text)
+        for k in range(1000):
+            scene = oracle_scene(prompt, random.Random(k))
+            words = grounded_description(scene)
+            if max(placed(scene).values()) == 1 and check(prompt, parse_layout(words, 64)):
+                return words
+        raise AssertionError(f"no layout found for {text!r}")
+
+    def generate(self, prompts, modality, sampling, seed):
+        return [Image(render(parse_layout(p[-1].text, 64))) for p in prompts]
+
+
+def test_a_perfect_planner_and_drawer_scores_one_everywhere():
+    res = layout_fidelity(PerfectPlanner(), per_task=3)
+    assert res["applicable"] and res["overall"] == {k: 1.0 for k in res["overall"]}
+    assert set(res["tasks"]) == set(GENEVAL_TASKS)
+
+
+def test_layouts_read_back_as_the_scene_they_describe():
+    rng = random.Random(0)
+    for _ in range(50):
+        scene = sample_scene(rng, 64, 1, 4, "exclude")
+        assert placed(parse_layout(grounded_description(scene), 64)) == placed(scene)
+    assert parse_layout("a red circle at the middle", 64) is None
+    assert parse_layout("a red blob at the top", 64) is None
+    assert layout_fidelity(plan_model(plan=False))["applicable"] is False
+
+
+def test_generate_shows_the_layouts_of_the_images_generate_images_draws():
+    model, sampling = plan_model(), SamplingConfig(cfg_scale=3.0)
+    layouts, images = generate_with_layouts(model, "a red circle", 2, 7, sampling)
+    assert len(layouts) == 2 and all(isinstance(t, str) for t in layouts)
+    for got, want in zip(images, model.generate_images(["a red circle"], 2, 7, sampling)[0]):
+        assert np.array_equal(got, want)
+    mine = "a red circle at the top left"
+    layouts, _ = generate_with_layouts(model, "a red circle", 2, 7, sampling, layout=mine)
+    assert layouts == [mine, mine]
+    with pytest.raises(ValueError, match="train.t2i_plan"):
+        generate_with_layouts(plan_model(plan=False), "a red circle", 1, 0, sampling, mine)
+    with pytest.raises(ValueError, match="empty --layout"):
+        generate_with_layouts(model, "a red circle", 1, 0, sampling, " ")

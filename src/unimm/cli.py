@@ -168,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("-n", "--num-images", type=_positive_int, default=4)
     g.add_argument("--out", default="generated", help="output folder (default %(default)s)")
     g.add_argument("--ema", action="store_true", help="sample from the run's averaged weights")
+    g.add_argument(
+        "--layout",
+        help="for a model trained with train.t2i_plan: where things go, in its own words (e.g. "
+        '"a red circle at the top left and a blue square at the right"), instead of the layout '
+        "it would write",
+    )
     _sampling_args(g, cfg_default=5.0)
 
     c = sub.add_parser(
@@ -434,13 +440,15 @@ def _run(args: argparse.Namespace) -> None:
         from unimm.data.images import save_image
 
         model, _ = pipeline.load_checkpoint(args.checkpoint, ema=args.ema)
-        images = model.generate_images([args.prompt], args.num_images, args.seed, _sampling(args))
+        layouts, images = pipeline.generate_with_layouts(
+            model, args.prompt, args.num_images, args.seed, _sampling(args), args.layout
+        )
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        for i, im in enumerate(images[0]):
+        for i, im in enumerate(images):
             path = out / f"{pipeline.slug(args.prompt)}_{args.seed}_{i}.png"
             save_image(im, path)
-            print(path)
+            print(path if layouts is None else f"{path}  (layout: {layouts[i]})")
     elif args.command == "chat":
         from unimm.data.images import load_image
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimm.checkpoint import CHECKPOINT_DIR, checkpoint_dir, load_tensors, read_json, write_json
@@ -25,6 +26,7 @@ from unimm.data import streams
 from unimm.data.images import to_tensor
 from unimm.data.readers import BadSamples
 from unimm.data.records import within
+from unimm.data.sample import Text
 from unimm.presets import RunConfig, get_run_config
 from unimm.recipes.base import SamplingConfig, UnifiedModel
 from unimm.recipes.parts import SEMANTIC_DIR, Parts, load_image_tokenizer, load_semantic_encoder
@@ -439,13 +441,16 @@ def evaluate_run(
     diagnostics: also measure where GenEval-scene quality is lost (a few seconds): the image
     tokenizer's ceiling on the same prompts ("ceiling_in", "ceiling_heldout") and the
     teacher-forced image-token loss on objects vs background ("image_token_loss"), and whether
-    relation words move the image's likelihood ("relation_use"); the failure classes of the
+    relation words move the image's likelihood ("relation_use"), and for a model that writes a
+    layout before it draws, whether its layouts and its drawings go wrong ("layout_fidelity");
+    the failure classes of the
     generated images are always in the GenEval-scene results."""
     from unimm.evaluate.ceiling import tokenizer_ceiling, tokenizer_roundtrip
     from unimm.evaluate.edit_chain import edit_chains
     from unimm.evaluate.editing import edit_scene
     from unimm.evaluate.geneval import geneval_scene
     from unimm.evaluate.interleaved import interleaved_scene
+    from unimm.evaluate.layouts import layout_fidelity
     from unimm.evaluate.relation_use import relation_use
     from unimm.evaluate.report import write_report
     from unimm.evaluate.token_loss import image_token_loss
@@ -491,6 +496,7 @@ def evaluate_run(
             )
         results["image_token_loss"] = image_token_loss(model, seed=seed)
         results["relation_use"] = relation_use(model, seed=seed)
+        results["layout_fidelity"] = layout_fidelity(model, seed=seed, sampling=sampling)
         results["diagnostics_seconds"] = time.perf_counter() - t1
     results |= {
         "vqa_eval": vqa_scene(answer, "eval", questions, seed=seed, progress=progress),
@@ -603,6 +609,38 @@ def summary_line(m: dict) -> str:
             else ""
         )
     )
+
+
+def generate_with_layouts(
+    model: UnifiedModel,
+    prompt: str,
+    n: int,
+    seed: int,
+    sampling: SamplingConfig,
+    layout: str | None = None,
+) -> tuple[list[str] | None, list[np.ndarray]]:
+    """n images for `prompt`, and for a model that writes a layout first (train.t2i_plan) the
+    layout of each: `layout` when given (the user's), else the model's own. Other models get
+    (None, their images), as generate_images draws them."""
+    if not getattr(model, "plans", False):
+        if layout is not None:
+            raise ValueError(
+                "--layout is for a model trained with train.t2i_plan=true; this one draws "
+                "from the prompt alone"
+            )
+        return None, model.generate_images([prompt], n, seed, sampling)[0]
+    if layout is not None and not layout.strip():
+        raise ValueError("empty --layout: omit it to let the model write its own")
+    planned, images = [], []
+    for i in range(0, n, 64):  # batched as generate_images: the same images for a given seed
+        asks = [[Text(prompt)] for _ in range(min(64, n - i))]
+        if layout is None:
+            asks = model.with_layouts(asks, sampling, seed + i)
+        else:
+            asks = [[*a, Text(layout.strip(), role="assistant")] for a in asks]
+        planned += asks
+        images += [s.pixels for s in model.generate(asks, "image", sampling, seed + i)]
+    return [p[-1].text for p in planned], images
 
 
 def slug(text: str) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 
 from unimm.data.images import save_image
 from unimm.evaluate.ceiling import ceiling_md
+from unimm.evaluate.layouts import layout_fidelity_md
 from unimm.evaluate.relation_use import relation_use_md
 from unimm.evaluate.taxonomy import failures_md
 from unimm.evaluate.token_loss import token_loss_md
@@ -292,6 +293,8 @@ def _diagnostics_md(metrics: dict, run_dir: Path) -> list[str]:
         body += token_loss_md(metrics["image_token_loss"])
     if isinstance(metrics.get("relation_use"), dict):
         body += relation_use_md(metrics["relation_use"])
+    if isinstance(metrics.get("layout_fidelity"), dict):
+        body += layout_fidelity_md(metrics["layout_fidelity"])
     if not body:
         return []
     return ["## Diagnostics: where GenEval-scene quality is lost", "", *body]
