@@ -115,4 +115,12 @@ def layout_fidelity_md(res: dict) -> list[str]:
             f"| {task} | {v['layout']:.2f} | {v['drawn']:.2f} | {v['image']:.2f} | "
             f"{v['parsed']:.2f} |"
         )
+    lines += ["", "Some of its layouts (position prompts first):", ""]
+    shown = sorted(res["records"], key=lambda r: r["task"] != "position")[:6]
+    for r in shown:
+        verdict = ", ".join(
+            f"{name} {'right' if r[key] else 'wrong'}"
+            for name, key in (("layout", "layout"), ("image", "image"))
+        )
+        lines.append(f"- {r['prompt']!r} -> {r['layout_text']!r} ({verdict})")
     return [*lines, ""]
