@@ -92,6 +92,39 @@ def test_prompts_with_images_or_a_written_layout_are_kept():
     mine = [Text("a red circle"), Text("a red circle at the top left", role="assistant")]
     prompts = [[source, Text("make it blue")], mine]
     assert model.with_layouts(prompts, SamplingConfig(), 0) == prompts
+    # a model that plans its edits writes a layout after the instruction, and only there
+    editor = plan_model(plan=False, edit_plan=True)
+    edited, kept = editor.with_layouts([*prompts, [Text("a red circle")]], SamplingConfig(), 0)[::2]
+    assert edited[:2] == prompts[0] and edited[2].role == "assistant"
+    assert kept == [Text("a red circle")]
+
+
+def test_edit_layouts_go_before_the_images_drawn_from_an_instruction():
+    for i in range(20):
+        for task in ("edit", "interleaved"):
+            plain = make_sample(task, random.Random(i))
+            both = make_sample(task, random.Random(i), plan=True, edit_plan=True)
+            edits = make_sample(task, random.Random(i), edit_plan=True)
+            target = both.meta["target_scene"]
+            for planned in (both, edits):
+                back = planned.without_layouts()
+                assert back.targets == plain.targets and back.meta == plain.meta
+                assert [type(s) for s in back.segments] == [type(s) for s in plain.segments]
+                for k in planned.meta["layouts"]:
+                    assert k in planned.targets and isinstance(planned.segments[k + 1], Image)
+                (last,) = [k for k in planned.meta["layouts"] if k > 1]
+                assert planned.segments[last].text == grounded_description(target)
+            if task == "interleaved":  # the first image, drawn from the caption, too
+                assert both.segments[1].text == grounded_description(both.meta["scene"])
+                assert len(both.meta["layouts"]) == 2 and len(edits.meta["layouts"]) == 1
+
+
+def test_an_edit_without_its_condition_loses_its_layout_too():
+    model = plan_model(plan=False, edit_plan=True, cfg_dropout=0.999)
+    planned = make_sample("edit", random.Random(3), edit_plan=True)
+    plain = make_sample("edit", random.Random(3))
+    dropped = model.build([planned], random.Random(0))[0]
+    assert dropped.ids == model.build([plain], random.Random(0))[0].ids
 
 
 def test_a_layout_fits_what_the_image_leaves():
@@ -110,6 +143,10 @@ def test_refused_by_recipes_that_do_not_write_it():
     for recipe in ("showo", "janus", "transfusion"):
         with pytest.raises(ValueError, match="t2i_plan"):
             recipe_class(recipe).check_config(replace(cfg, recipe=recipe))
+    edits = get_run_config("tiny", ["train.edit_plan=true"])
+    recipe_class("chameleon").check_config(edits)
+    with pytest.raises(ValueError, match="edit_plan"):
+        recipe_class("showo").check_config(replace(edits, recipe="showo"))
 
 
 def test_the_text_tokenizer_corpus_holds_layouts_only_when_trained_on():

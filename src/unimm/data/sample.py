@@ -60,3 +60,12 @@ class Sample:
         for i in self.targets:
             if not 0 <= i < len(self.segments):
                 raise ValueError(f"target index {i} outside {len(self.segments)} segments")
+
+    def without_layouts(self) -> Sample:
+        """The sample with the layouts it draws after (meta["layouts"], segment indices; the
+        built-in world's train.t2i_plan / edit_plan) taken out, its targets renumbered."""
+        gone = set(self.meta.get("layouts", ()))
+        keep = [i for i in range(len(self.segments)) if i not in gone]
+        targets = tuple(keep.index(i) for i in self.targets if i not in gone)
+        meta = {k: v for k, v in self.meta.items() if k != "layouts"}
+        return Sample([self.segments[i] for i in keep], targets, self.task, meta)

@@ -69,13 +69,15 @@ class UnifiedModel(nn.Module):
 
     @classmethod
     def uses_t2i_plan(cls, config: Any) -> bool:
-        """train.t2i_plan: only a recipe whose image generation writes the layout before the
-        image (chameleon) can use it; elsewhere layouts would be trained and never written."""
-        if config.train.t2i_plan:
-            raise ValueError(
-                f"train.t2i_plan is for the chameleon recipe (it writes a layout before each "
-                f"image it draws); the {cls.recipe} recipe does not"
-            )
+        """train.t2i_plan and edit_plan: only a recipe whose image generation writes the layout
+        before the image (chameleon) can use them; elsewhere layouts would be trained and never
+        written."""
+        for name in ("t2i_plan", "edit_plan"):
+            if getattr(config.train, name):
+                raise ValueError(
+                    f"train.{name} is for the chameleon recipe (it writes a layout before each "
+                    f"image it draws); the {cls.recipe} recipe does not"
+                )
         return False
 
     @classmethod

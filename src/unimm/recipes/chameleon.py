@@ -114,12 +114,14 @@ class ChameleonModel(UnifiedModel):
 
     @classmethod
     def uses_t2i_plan(cls, config: RunConfig) -> bool:
-        """train.t2i_plan, for the chameleon recipe only: generate_image_codes writes the layout
-        first (janus and show-o draw through their own samplers, which do not)."""
-        on = config.train.t2i_plan
-        if on and cls.recipe != "chameleon":
-            raise ValueError(f"train.t2i_plan is for the chameleon recipe, not {cls.recipe}")
-        return on
+        """train.t2i_plan (and edit_plan), for the chameleon recipe only: generate_image_codes
+        writes the layout first (janus and show-o draw through their own samplers, which do
+        not)."""
+        t = config.train
+        for name, on in (("t2i_plan", t.t2i_plan), ("edit_plan", t.edit_plan)):
+            if on and cls.recipe != "chameleon":
+                raise ValueError(f"train.{name} is for the chameleon recipe, not {cls.recipe}")
+        return t.t2i_plan or t.edit_plan
 
     @classmethod
     def uses_rope_2d(cls, config: RunConfig) -> bool:
@@ -170,8 +172,19 @@ class ChameleonModel(UnifiedModel):
 
     @property
     def plans(self) -> bool:
-        """Whether this model writes a layout before each image it draws (train.t2i_plan)."""
+        """Whether this model writes a layout before each image it draws from a text prompt
+        alone (train.t2i_plan)."""
         return self.parts.config.train.t2i_plan
+
+    def plans_for(self, prompt: list[Segment]) -> bool:
+        """Whether the model writes a layout before the image this prompt asks for: a prompt
+        with images asks for an edit (train.edit_plan), one without for a new image
+        (train.t2i_plan); a prompt that ends with a reply already has its layout."""
+        if isinstance(prompt[-1], Text) and prompt[-1].role == "assistant":
+            return False
+        if any(isinstance(s, Image) for s in prompt):
+            return self.parts.config.train.edit_plan
+        return self.plans
 
     def image_markers(self) -> tuple[int, int] | None:
         """(<boi>, <eoi>) for generate() when input images are read bidirectionally."""
@@ -463,10 +476,10 @@ class ChameleonModel(UnifiedModel):
             n = sum(isinstance(s, Image) for s in sample.segments)
             image_target = any(isinstance(sample.segments[i], Image) for i in sample.targets)
             drop = rng is not None and image_target and rng.random() < p_drop
-            if drop and self.plans and sample.task == "t2i":
-                # the unconditional row loses the layout too: generate_image_codes contrasts
-                # prompt + layout with no text at all
-                sample = Sample([s for s in sample.segments if isinstance(s, Image)], (0,), "t2i")
+            if drop and sample.meta.get("layouts"):
+                # the unconditional row loses its layouts too: generate_image_codes contrasts
+                # prompt + layout with the prompt's images alone
+                sample = sample.without_layouts()
             seqs.append(build_sequence(sample, self.text_tok, codes[k : k + n], drop_text=drop))
             k += n
         return seqs
@@ -610,8 +623,7 @@ class ChameleonModel(UnifiedModel):
     ) -> torch.Tensor:
         """(B, h, w) image codes for each prompt: what `generate(..., "image")` decodes."""
         sampling = sampling or SamplingConfig()
-        if self.plans:
-            prompts = self.with_layouts(prompts, sampling, seed)
+        prompts = self.with_layouts(prompts, sampling, seed)
         ids, _, rng = self._start(prompts, "image", sampling, seed)
         # The unconditional row keeps the images of the prompt and drops its text, as in
         # training's condition dropout.
@@ -635,16 +647,11 @@ class ChameleonModel(UnifiedModel):
     def with_layouts(
         self, prompts: list[list[Segment]], sampling: SamplingConfig, seed: Seed
     ) -> list[list[Segment]]:
-        """Each text-only prompt followed by the layout the model writes for it (train.t2i_plan:
-        "a red circle at the top left and ..."), as an assistant reply, the way its training
-        samples read. Prompts with images (edits, interleaved steps) and prompts that already
-        end with a reply (a layout the user wrote) are left as they are."""
-        todo = [
-            i
-            for i, p in enumerate(prompts)
-            if not any(isinstance(s, Image) for s in p)
-            and not (isinstance(p[-1], Text) and p[-1].role == "assistant")
-        ]
+        """Each prompt the model plans for (plans_for) followed by the layout it writes for it
+        ("a red circle at the top left and ..."), as an assistant reply, the way its training
+        samples read; the other prompts (among them those that end with a layout the user
+        wrote) are left as they are."""
+        todo = [i for i, p in enumerate(prompts) if self.plans_for(p)]
         if not todo:
             return prompts
         make_rng(seed, len(prompts))  # a bad seed fails here, as it would for the image

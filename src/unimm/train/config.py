@@ -66,6 +66,10 @@ class TrainConfig:
     # to look up whether its cell's region is named, and what goes there, and the layout itself
     # is a choice of region words given the relation word.
     t2i_plan: bool = False
+    # True: the same for the images drawn from an edit instruction: each edit's target (and the
+    # edited image of an interleaved sample) comes after the instruction and the target's
+    # layout, and the model writes one before each edit it makes (chameleon recipe).
+    edit_plan: bool = False
     # > 0: a curriculum over the built-in world's scenes. Over this many first steps the most
     # objects a scene may hold grows from 1 to 4 (equal shares of the steps per count), so the
     # model first meets lone objects, whose codes the caption names unambiguously.

@@ -48,6 +48,7 @@ class RunData:
             "where": t.vqa_where,
             "rationale": t.vqa_rationale,
             "plan": t.t2i_plan,
+            "edit_plan": t.edit_plan,
             # the ramp is in the global batch's samples: world_samples counts sample indices
             "object_ramp": t.object_curriculum_steps * t.batch_size,
             "yes_no_ramp": t.yes_no_curriculum_steps * t.batch_size,
@@ -57,7 +58,7 @@ class RunData:
         """The world options that add kinds of text (grounding answers, descriptions, layouts),
         for the text tokenizer's corpus, so that their words get tokens of their own. The
         others only change how often a kind of text occurs, and leave the corpus as it was."""
-        adds_text = ("where", "rationale", "plan")
+        adds_text = ("where", "rationale", "plan", "edit_plan")
         return {k: v for k, v in self.world_options().items() if k in adds_text}
 
     def images(self, resolution: int) -> tuple[Iterator | None, np.ndarray | None]:

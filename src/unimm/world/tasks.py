@@ -67,13 +67,30 @@ def reasoned_answer(qa: QA, scene: Scene) -> QA:
     return with_rationale(qa, canonical_caption(scene))
 
 
+def laid_out(sample: Sample, before: dict[int, Scene]) -> Sample:
+    """sample with the layout of scene before[i] (qa.grounded_description: every object with the
+    3 x 3 region of its centre) as a target text just ahead of its segment i, an image the
+    model draws; meta["layouts"] lists where the layouts went (train.t2i_plan, edit_plan;
+    Sample.without_layouts takes them out)."""
+    segments: list = []
+    targets: list[int] = []
+    layouts: list[int] = []
+    for i, seg in enumerate(sample.segments):
+        if i in before:
+            layouts.append(len(segments))
+            targets.append(len(segments))
+            segments.append(Text(grounded_description(before[i])))
+        if i in sample.targets:
+            targets.append(len(segments))
+        segments.append(seg)
+    meta = {**sample.meta, "layouts": tuple(layouts)}
+    return Sample(segments, tuple(targets), sample.task, meta)
+
+
 def with_layout(sample: Sample) -> Sample:
     """A world text-to-image sample (caption, image) in the form train.t2i_plan trains:
-    caption, then the scene's layout (qa.grounded_description) as a target text, then the
-    image."""
-    caption_, image = sample.segments
-    layout = Text(grounded_description(sample.meta["scene"]))
-    return Sample([caption_, layout, image], (1, 2), sample.task, sample.meta)
+    caption, then the scene's layout as a target text, then the image."""
+    return laid_out(sample, {1: sample.meta["scene"]})
 
 
 def make_sample(
@@ -89,6 +106,7 @@ def make_sample(
     rationale: tuple[str, ...] = (),
     easy_yes_no: bool = False,
     plan: bool = False,
+    edit_plan: bool = False,
 ) -> Sample:
     """One sample of `task` from a fresh random scene. vqa_questions > 1 asks up to that many
     questions about a VQA image (one per question type, in random order) as the turns of one
@@ -101,7 +119,8 @@ def make_sample(
     (qa.with_rationale). easy_yes_no asks VQA's yes/no questions in their easy form
     (qa.questions). plan: a text-to-image sample first answers its caption with a layout, where
     each object goes (qa.grounded_description), then draws the image (TrainConfig.t2i_plan
-    says why)."""
+    says why), and so does the first image of an interleaved sample; edit_plan: so does an
+    edit's target, after the instruction, and an interleaved sample's edited image."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     avoid = heldout == "exclude"
@@ -153,7 +172,8 @@ def make_sample(
     target = Image(render(e.target))
     meta = {"scene": scene, "target_scene": e.target, "edit_kind": e.kind, "edit_index": e.index}
     if task == "edit":
-        return Sample([image, Text(e.instruction), target], (2,), task, meta)
+        sample = Sample([image, Text(e.instruction), target], (2,), task, meta)
+        return laid_out(sample, {2: e.target}) if edit_plan else sample
     qa = reasoned(_pick_question(e.target, rng, heldout), e.target)
     meta["qtype"] = qa.qtype
     segments = [
@@ -164,7 +184,9 @@ def make_sample(
         Text(qa.question),
         Text(qa.answer),
     ]
-    return Sample(segments, (1, 3, 5), task, meta)
+    sample = Sample(segments, (1, 3, 5), task, meta)
+    before = ({1: scene} if plan else {}) | ({3: e.target} if edit_plan else {})
+    return laid_out(sample, before) if before else sample
 
 
 def easy_share(index: int, ramp: int) -> float:
@@ -199,14 +221,15 @@ def world_samples(
     rationale: tuple[str, ...] = (),
     yes_no_ramp: int = 0,
     plan: bool = False,
+    edit_plan: bool = False,
 ) -> Iterator[Sample]:
     """Endless stream of samples; `tasks` maps task name -> mixture weight.
 
     heldout: "exclude" (default) keeps held-out pairs out, "only" puts one in every scene,
     "any" ignores them; the train split accepts only "exclude". `start` resumes at that index.
     vqa_questions, yes_no_twins, where, rationale: the questions per VQA image and how they are
-    answered (make_sample). plan: text-to-image samples lay the scene out in words before the
-    image (make_sample).
+    answered (make_sample). plan, edit_plan: the images drawn from a caption, and those drawn
+    from an edit instruction, come after their layout in words (make_sample).
     object_ramp: > 0 grows the scenes over the first object_ramp samples, a curriculum: sample i
     has at most ramp_max_objects(i, ...) objects, so training starts on lone objects, where a
     caption names what every object code shows, and reaches max_objects at sample object_ramp.
@@ -253,6 +276,7 @@ def world_samples(
             rationale,
             easy,
             plan,
+            edit_plan,
         )
         sample.meta["index"] = i
         yield sample
