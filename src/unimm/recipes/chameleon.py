@@ -623,6 +623,7 @@ class ChameleonModel(UnifiedModel):
     ) -> torch.Tensor:
         """(B, h, w) image codes for each prompt: what `generate(..., "image")` decodes."""
         sampling = sampling or SamplingConfig()
+        self.check_prompts(prompts, "image")  # before any layout is written
         prompts = self.with_layouts(prompts, sampling, seed)
         ids, _, rng = self._start(prompts, "image", sampling, seed)
         # The unconditional row keeps the images of the prompt and drops its text, as in
