@@ -220,3 +220,11 @@ def test_generate_shows_the_layouts_of_the_images_generate_images_draws():
         generate_with_layouts(plan_model(plan=False), "a red circle", 1, 0, sampling, mine)
     with pytest.raises(ValueError, match="empty --layout"):
         generate_with_layouts(model, "a red circle", 1, 0, sampling, " ")
+
+
+def test_layout_temperature_zero_writes_the_likeliest_layout_whatever_the_seed():
+    model = plan_model()
+    greedy = SamplingConfig(layout_temperature=0.0)
+    assert model.with_layouts(PROMPTS, greedy, 1) == model.with_layouts(PROMPTS, greedy, 2)
+    sampled = SamplingConfig()
+    assert model.with_layouts(PROMPTS, sampled, 1) != model.with_layouts(PROMPTS, sampled, 2)

@@ -341,6 +341,13 @@ def _sampling_args(p: argparse.ArgumentParser, cfg_default=5.0, temperature_defa
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--layout-temperature",
+        type=float,
+        default=None,
+        help="models trained with train.t2i_plan / edit_plan: the temperature of the layout "
+        "written before each image (0: the likeliest); default: --temperature",
+    )
+    p.add_argument(
         "--steps",
         type=_positive_int,
         default=None,
@@ -379,8 +386,10 @@ def _sampling(args: argparse.Namespace):
 
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {args.temperature}")
+    for name in ("temperature", "layout_temperature"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     return SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -390,6 +399,7 @@ def _sampling(args: argparse.Namespace):
         steps=args.steps,
         text_blocks=args.text_blocks,
         text_cfg_scale=args.text_cfg,
+        layout_temperature=args.layout_temperature,
     )
 
 

@@ -44,6 +44,9 @@ class SamplingConfig:
     # Masked-diffusion text with guidance on the image (D-DiT): u + s (c - u), u = the prompt
     # without its images; None = the run config's ddit.text_cfg_scale, 1.0 = off.
     text_cfg_scale: float | None = None
+    # The layout a planning model (train.t2i_plan / edit_plan) writes before an image: None
+    # samples it at `temperature`, 0 writes the likeliest one.
+    layout_temperature: float | None = None
 
 
 class UnsupportedTask(ValueError):

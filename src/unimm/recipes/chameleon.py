@@ -667,7 +667,10 @@ class ChameleonModel(UnifiedModel):
                 f"(the model takes {self.parts.config.model.max_seq_len})"
             )
         limit = min(max(sampling.max_new_tokens, LAYOUT_TOKENS), room)
-        layouts = self.generate(asks, "text", replace(sampling, max_new_tokens=limit), own)
+        text = replace(sampling, max_new_tokens=limit)
+        if sampling.layout_temperature is not None:
+            text = replace(text, temperature=sampling.layout_temperature)
+        layouts = self.generate(asks, "text", text, own)
         out = list(prompts)
         for i, layout in zip(todo, layouts, strict=True):
             out[i] = [*prompts[i], Text(self.fit_text(layout.text, limit), role="assistant")]
