@@ -3,6 +3,7 @@ trained so writes its own layout before each image it draws."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -16,6 +17,7 @@ from unimm.data.readers import BadSamples
 from unimm.data.sample import Image, Text
 from unimm.evaluate.layouts import layout_fidelity, parse_layout, placed
 from unimm.evaluate.relation_use import relation_use
+from unimm.evaluate.report import write_report
 from unimm.evaluate.token_loss import image_token_loss, image_token_scores
 from unimm.evaluate.understanding import eval_samples
 from unimm.pipeline import generate_with_layouts
@@ -228,3 +230,11 @@ def test_layout_temperature_zero_writes_the_likeliest_layout_whatever_the_seed()
     assert model.with_layouts(PROMPTS, greedy, 1) == model.with_layouts(PROMPTS, greedy, 2)
     sampled = SamplingConfig()
     assert model.with_layouts(PROMPTS, sampled, 1) != model.with_layouts(PROMPTS, sampled, 2)
+
+
+def test_the_report_shows_layout_fidelity(tmp_path):
+    res = layout_fidelity(PerfectPlanner(), per_task=1)
+    path = write_report(tmp_path, {"layout_fidelity": res, "speed": 2.0})
+    text = path.read_text()
+    assert "Layout fidelity" in text and "| overall | 1.00 | 1.00 | 1.00 | 1.00 |" in text
+    assert json.loads((tmp_path / "metrics.json").read_text())["layout_fidelity"]["applicable"]

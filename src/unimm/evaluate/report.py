@@ -345,7 +345,7 @@ def write_report(
         lines += [notes, ""]
     summary = []
     for name, res in metrics.items():
-        if isinstance(res, dict) and "overall" in res:
+        if isinstance(res, dict) and _is_num(res.get("overall")):
             summary.append(f"| {name} | {res['overall']:.3f} |")
         elif _is_num(res):
             summary.append(f"| {name} | {res:.4g} |")
