@@ -238,3 +238,14 @@ def test_the_report_shows_layout_fidelity(tmp_path):
     text = path.read_text()
     assert "Layout fidelity" in text and "| overall | 1.00 | 1.00 | 1.00 | 1.00 |" in text
     assert json.loads((tmp_path / "metrics.json").read_text())["layout_fidelity"]["applicable"]
+
+
+def test_the_reference_plans_for_chameleon_only_unless_asked():
+    assert get_run_config("reference").train.t2i_plan
+    assert not get_run_config("small").train.t2i_plan
+    showo = get_run_config("reference", ["recipe=showo"])
+    assert not showo.train.t2i_plan
+    recipe_class("showo").check_config(showo)
+    asked = get_run_config("reference", ["recipe=showo", "train.t2i_plan=true"])
+    with pytest.raises(ValueError, match="t2i_plan"):
+        recipe_class("showo").check_config(asked)
