@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 quickstart: setup
 	$(BIN)/unimm quickstart --out runs/quickstart
 
-# The reference tier: the same recipe trained for 45 minutes, full evaluation, <= 60 min on 2 cores.
+# The reference tier: the same recipe, writing a layout before each image (train.t2i_plan),
+# trained for 45 minutes; full evaluation, <= 60 min on 2 cores.
 reference: setup
 	$(BIN)/unimm quickstart --preset reference --out runs/reference
 
