@@ -115,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         help="guide the background's probability too (default: background-preserving guidance)",
     )
     e.add_argument(
+        "--layout-temperature",
+        type=float,
+        default=None,
+        help="models trained with train.t2i_plan / edit_plan: the temperature of the layouts "
+        "written before images (0: the likeliest); default: the images' temperature, 1",
+    )
+    e.add_argument(
         "--edits",
         type=int,
         default=None,
@@ -381,15 +388,19 @@ def _warn_untrained(model, task: str) -> None:
         )
 
 
+def _non_negative(value: float | None, flag: str) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError(f"{flag} must be >= 0, got {value}")
+    return value
+
+
 def _sampling(args: argparse.Namespace):
     from unimm.recipes.base import SamplingConfig
 
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
-    for name in ("temperature", "layout_temperature"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    _non_negative(args.temperature, "--temperature")
+    _non_negative(args.layout_temperature, "--layout-temperature")
     return SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -438,6 +449,7 @@ def _run(args: argparse.Namespace) -> None:
                 text_cfg_scale=args.text_cfg,
                 cfg_scale=args.cfg,
                 cfg_keep_background=not args.standard_cfg,
+                layout_temperature=_non_negative(args.layout_temperature, "--layout-temperature"),
             ),
             log_dir=run_dir,
             edits=args.edits,
