@@ -622,7 +622,7 @@ def generate_with_layouts(
     """n images for `prompt`, and for a model that writes a layout first (train.t2i_plan) the
     layout of each: `layout` when given (the user's), else the model's own. Other models get
     (None, their images), as generate_images draws them."""
-    if not getattr(model, "plans", False):
+    if not model.plans:
         if layout is not None:
             raise ValueError(
                 "--layout is for a model trained with train.t2i_plan=true; this one draws "

@@ -57,7 +57,7 @@ def layout_fidelity(
     """Per GenEval-scene task (in distribution, one image per prompt): "layout", the share of
     written layouts that satisfy the prompt; "drawn", of images that show their layout; "image",
     of images that satisfy the prompt; "parsed", of layouts in the expected words."""
-    if not getattr(model, "plans", False):
+    if not model.plans:
         return {
             "benchmark": "layout_fidelity",
             "applicable": False,

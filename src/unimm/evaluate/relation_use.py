@@ -72,7 +72,7 @@ def relation_use(model: UnifiedModel, n: int = 100, seed: int = 0, batch_size: i
             "reason": f"the {model.recipe} recipe has no exact image likelihood "
             "(masked or continuous image tokens)",
         }
-    if getattr(model, "plans", False):
+    if model.plans:
         return {
             "benchmark": "relation_use",
             "applicable": False,

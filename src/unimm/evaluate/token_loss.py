@@ -170,7 +170,7 @@ def image_token_loss(
             "(flow / diffusion): there is no per-token cross-entropy",
         }
     samples = eval_samples("t2i", split, n, seed)
-    if getattr(model, "plans", False):  # scored as it trained: the true layout before the image
+    if model.plans:  # scored as it trained: the true layout before the image
         samples = [with_layout(s) for s in samples]
     return {
         "benchmark": "image_token_loss",

@@ -168,6 +168,12 @@ class UnifiedModel(nn.Module):
             return None
         return {t for t, w in parts.config.train.tasks.items() if w > 0}
 
+    @property
+    def plans(self) -> bool:
+        """Whether the model writes a layout before each image it draws from a text prompt
+        (train.t2i_plan; only the chameleon recipe does)."""
+        return False
+
     def max_prompt_images(self, modality: Modality) -> int:
         """How many images a prompt may hold: every recipe lays an image out as `<boi>`, its
         h*w tokens (`self.image_tokens`) and `<eoi>`, and an image to generate needs room for

@@ -116,12 +116,10 @@ class ChameleonModel(UnifiedModel):
     def uses_t2i_plan(cls, config: RunConfig) -> bool:
         """train.t2i_plan (and edit_plan), for the chameleon recipe only: generate_image_codes
         writes the layout first (janus and show-o draw through their own samplers, which do
-        not)."""
-        t = config.train
-        for name, on in (("t2i_plan", t.t2i_plan), ("edit_plan", t.edit_plan)):
-            if on and cls.recipe != "chameleon":
-                raise ValueError(f"train.{name} is for the chameleon recipe, not {cls.recipe}")
-        return t.t2i_plan or t.edit_plan
+        not, and refuse them as every other recipe does)."""
+        if cls.recipe != "chameleon":
+            return super().uses_t2i_plan(config)
+        return config.train.t2i_plan or config.train.edit_plan
 
     @classmethod
     def uses_rope_2d(cls, config: RunConfig) -> bool:
